@@ -1,0 +1,31 @@
+"""Helpers shared by the benchmarks: child processes with peak memory, and result printing."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_child(script: Path, *args: str) -> dict[str, Any]:
+    """Run ``script --child ARGS`` in a fresh interpreter; it prints one JSON object last."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SPACEDRIVE_KEY_BACKEND": "file"}
+    out = subprocess.run([sys.executable, str(script), "--child", *args], check=True, capture_output=True,
+                         text=True, env=env)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]

@@ -1,0 +1,46 @@
+"""Fixtures shared by the whole suite: fresh data dirs, libraries and cores, real file trees."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spacedrive.core.library import Library, LibraryManager
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test touches the real data dir or the OS keyring."""
+    monkeypatch.setenv("SPACEDRIVE_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("SPACEDRIVE_KEY_BACKEND", "file")
+    monkeypatch.delenv("SPACEDRIVE_LIBRARY", raising=False)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "data"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def library(data_dir: Path) -> Iterator[Library]:
+    lib = LibraryManager(data_dir).open()
+    yield lib
+    lib.close()
+
+
+def make_tree(root: Path, files: dict[str, bytes | str]) -> Path:
+    """Create ``files`` (relative path -> content) under ``root``."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return root
+
+
+def set_mtime(path: Path, seconds: float) -> None:
+    os.utime(path, (seconds, seconds))
