@@ -16,8 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_child(script: Path, *args: str) -> dict[str, Any]:
     """Run ``script --child ARGS`` in a fresh interpreter; it prints one JSON object last."""
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SPACEDRIVE_KEY_BACKEND": "file"}
-    out = subprocess.run([sys.executable, str(script), "--child", *args], check=True, capture_output=True,
-                         text=True, env=env)
+    out = subprocess.run(
+        [sys.executable, str(script), "--child", *args], check=True, capture_output=True, text=True, env=env
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -28,4 +29,6 @@ def peak_rss_mib() -> float:
 
 
 def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
+    )

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import peak_rss_mib, run_child  # noqa: E402
+from _common import peak_rss_mib, run_child
 
 EXTENSIONS = ("txt", "jpg", "png", "md", "py", "json", "pdf", "mp3", "rs", "csv")
 FILES_PER_DIR = 100
@@ -71,8 +71,11 @@ def child_index(tree: Path, data_dir: Path, mode: str) -> dict[str, float]:
                 record = await jobs.wait(index_location(jobs, location))
                 elapsed = time.perf_counter() - start
             assert record.status == "completed", record.error
-            return {"seconds": elapsed, "entries": record.output["scanned"], **{
-                k: record.output[k] for k in ("added", "modified", "identified")}}
+            return {
+                "seconds": elapsed,
+                "entries": record.output["scanned"],
+                **{k: record.output[k] for k in ("added", "modified", "identified")},
+            }
 
         result = asyncio.run(run())
     return {**result, "peak_rss_mib": peak_rss_mib()}
@@ -100,8 +103,10 @@ def main() -> None:
         shallow = run_child(script, "shallow", str(tree), f"{tmp}/shallow")
         content = run_child(script, "content", str(tree), f"{tmp}/content")
         reindex = run_child(script, "content", str(tree), f"{tmp}/content")
-    rate = {name: r["entries"] / r["seconds"] for name, r in
-            (("walk", walk), ("shallow", shallow), ("content", content), ("reindex", reindex))}
+    rate = {
+        name: r["entries"] / r["seconds"]
+        for name, r in (("walk", walk), ("shallow", shallow), ("content", content), ("reindex", reindex))
+    }
     summary = {
         "files": files,
         "entries": walk["entries"],
@@ -113,8 +118,12 @@ def main() -> None:
         "reindex_entries_per_s": round(rate["reindex"]),
         "reindex_speedup_vs_content_index": round(content["seconds"] / reindex["seconds"], 2),
         "reindex_speedup_vs_shallow_index": round(shallow["seconds"] / reindex["seconds"], 2),
-        "peak_rss_mib": {"bare_walk": round(walk["peak_rss_mib"], 1), "shallow": round(shallow["peak_rss_mib"], 1),
-                         "content": round(content["peak_rss_mib"], 1), "reindex": round(reindex["peak_rss_mib"], 1)},
+        "peak_rss_mib": {
+            "bare_walk": round(walk["peak_rss_mib"], 1),
+            "shallow": round(shallow["peak_rss_mib"], 1),
+            "content": round(content["peak_rss_mib"], 1),
+            "reindex": round(reindex["peak_rss_mib"], 1),
+        },
     }
     for key, value in summary.items():
         print(f"{key:>36}: {value}")

@@ -19,21 +19,82 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import percentile  # noqa: E402
+from _common import percentile
 
-WORDS = (
-    "holiday report invoice photo scan draft final summary budget meeting notes project design backup "
-    "family concert travel receipt contract letter thesis chapter music album track video clip screen "
-    "shot export import archive release build config schema diagram sketch portrait landscape beach "
-    "mountain city night winter summer spring autumn birthday wedding party garden kitchen recipe"
-).split()
-KINDS = {"jpg": "Image", "png": "Image", "pdf": "Document", "docx": "Document", "mp3": "Audio",
-         "mp4": "Video", "txt": "Text", "py": "Code", "zip": "Archive", "csv": "Text"}
+WORDS = [
+    "holiday",
+    "report",
+    "invoice",
+    "photo",
+    "scan",
+    "draft",
+    "final",
+    "summary",
+    "budget",
+    "meeting",
+    "notes",
+    "project",
+    "design",
+    "backup",
+    "family",
+    "concert",
+    "travel",
+    "receipt",
+    "contract",
+    "letter",
+    "thesis",
+    "chapter",
+    "music",
+    "album",
+    "track",
+    "video",
+    "clip",
+    "screen",
+    "shot",
+    "export",
+    "import",
+    "archive",
+    "release",
+    "build",
+    "config",
+    "schema",
+    "diagram",
+    "sketch",
+    "portrait",
+    "landscape",
+    "beach",
+    "mountain",
+    "city",
+    "night",
+    "winter",
+    "summer",
+    "spring",
+    "autumn",
+    "birthday",
+    "wedding",
+    "party",
+    "garden",
+    "kitchen",
+    "recipe",
+]
+KINDS = {
+    "jpg": "Image",
+    "png": "Image",
+    "pdf": "Document",
+    "docx": "Document",
+    "mp3": "Audio",
+    "mp4": "Video",
+    "txt": "Text",
+    "py": "Code",
+    "zip": "Archive",
+    "csv": "Text",
+}
 LOCATIONS = 4
 
 
 def build(db_path: Path, entries: int, seed: int = 7) -> None:
     from spacedrive.core.db import open_database, transaction
+    from spacedrive.core.entries import insert_entries
 
     rng = random.Random(seed)
     conn = open_database(db_path)
@@ -41,20 +102,33 @@ def build(db_path: Path, entries: int, seed: int = 7) -> None:
     with transaction(conn):
         conn.execute("INSERT INTO devices (id, name, kind, created_at) VALUES ('d', 'bench', 'physical', 0)")
         for loc in range(1, LOCATIONS + 1):
-            conn.execute("INSERT INTO locations (id, uuid, name, device_id, path, created_at)"
-                         " VALUES (?, ?, ?, 'd', ?, 0)", (loc, f"u{loc}", f"loc{loc}", f"/data/loc{loc}"))
+            conn.execute(
+                "INSERT INTO locations (id, uuid, name, device_id, path, created_at)"
+                " VALUES (?, ?, ?, 'd', ?, 0)",
+                (loc, f"u{loc}", f"loc{loc}", f"/data/loc{loc}"),
+            )
     batch = []
     for i in range(entries):
         ext = exts[i % len(exts)]
         name = f"{rng.choice(WORDS)} {rng.choice(WORDS)} {rng.randrange(10_000)}.{ext}"
         rel = f"{rng.choice(WORDS)}/{rng.choice(WORDS)}/{name}"
-        batch.append((i % LOCATIONS + 1, f"{rel}#{i}", name, ext, 0, rng.randrange(10**7),
-                      1_700_000_000_000_000_000 + i, i, KINDS[ext]))
+        batch.append(
+            (
+                i % LOCATIONS + 1,
+                f"{rel}#{i}",
+                name,
+                ext,
+                0,
+                rng.randrange(10**7),
+                1_700_000_000_000_000_000 + i,
+                i,
+                KINDS[ext],
+                None,
+            )
+        )
         if len(batch) == 50_000 or i == entries - 1:
             with transaction(conn):
-                conn.executemany(
-                    "INSERT INTO entries (location_id, rel_path, name, extension, is_dir, size, modified_ns,"
-                    " inode, kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", batch)
+                insert_entries(conn, batch)
             batch.clear()
     conn.execute("CREATE INDEX IF NOT EXISTS bench_name ON entries (name COLLATE NOCASE, location_id)")
     conn.execute("INSERT INTO entries_fts (entries_fts) VALUES ('optimize')")
@@ -80,7 +154,9 @@ def main() -> None:
         build_s = time.perf_counter() - start
         conn = connect(db_path)
         rng = random.Random(11)
-        queries = [(rng.choice(WORDS)[: rng.randint(3, 5)], rng.randint(1, LOCATIONS)) for _ in range(args.queries)]
+        queries = [
+            (rng.choice(WORDS)[: rng.randint(3, 5)], rng.randint(1, LOCATIONS)) for _ in range(args.queries)
+        ]
         ours, baseline, hits = [], [], []
         for prefix, loc in queries:
             t0 = time.perf_counter()
@@ -88,7 +164,9 @@ def main() -> None:
             t1 = time.perf_counter()
             conn.execute(
                 "SELECT id, name FROM entries WHERE name LIKE ? || '%' AND location_id = ?"
-                " ORDER BY name COLLATE NOCASE LIMIT 50", (prefix, loc)).fetchall()
+                " ORDER BY name COLLATE NOCASE LIMIT 50",
+                (prefix, loc),
+            ).fetchall()
             t2 = time.perf_counter()
             ours.append((t1 - t0) * 1000)
             baseline.append((t2 - t1) * 1000)

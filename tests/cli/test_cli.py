@@ -23,11 +23,15 @@ WAIT_S = 60.0
 SPACEDRIVE = shutil.which("spacedrive", path=os.path.dirname(sys.executable)) or "spacedrive"
 
 
-def sd(data_dir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
-       ) -> subprocess.CompletedProcess[str]:
+def sd(
+    data_dir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [SPACEDRIVE, "--data-dir", str(data_dir), *args], capture_output=True, text=True,
-        timeout=WAIT_S, env={**os.environ, **(env or {})},
+        [SPACEDRIVE, "--data-dir", str(data_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        env={**os.environ, **(env or {})},
     )
     if check and result.returncode != 0:
         raise AssertionError(f"spacedrive {' '.join(args)} exited {result.returncode}: {result.stderr}")
@@ -45,9 +49,14 @@ def test_help_is_available_for_every_command(data_dir: Path) -> None:
 
 
 def test_add_index_and_search_a_folder(data_dir: Path, tmp_path: Path) -> None:
-    root = make_tree(tmp_path / "photos", {
-        "holiday/beach.jpg": b"\xff\xd8\xff\xe0" + b"j" * 200, "holiday/notes.md": "# sun", "cat.png": b"x" * 10,
-    })
+    root = make_tree(
+        tmp_path / "photos",
+        {
+            "holiday/beach.jpg": b"\xff\xd8\xff\xe0" + b"j" * 200,
+            "holiday/notes.md": "# sun",
+            "cat.png": b"x" * 10,
+        },
+    )
     location = sd_json(data_dir, "location", "add", str(root))
     assert isinstance(location["id"], int)
     assert location["path"] == str(root.resolve())
@@ -90,16 +99,19 @@ def test_exist_ok_reindexes_a_folder_that_is_already_a_location(data_dir: Path, 
     assert second["id"] == first["id"]
 
 
-@pytest.mark.parametrize(("args", "code", "message"), [
-    (["location", "add", "/definitely/not/here"], 1, "does not exist"),
-    (["location", "index", "42"], 3, "no location"),
-    (["job", "show", "nope"], 3, "no job"),
-    (["search", "x", "--min-size", "lots"], 2, "invalid size"),
-    (["search", "x", "--after", "yesterday"], 2, "invalid date"),
-    (["search", "x", "--sort", "colour"], 2, "unknown sort key"),
-    (["--library", "missing", "search", "x"], 3, "no library"),
-    (["location", "add"], 2, "Missing argument"),
-])
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["location", "add", "/definitely/not/here"], 1, "does not exist"),
+        (["location", "index", "42"], 3, "no location"),
+        (["job", "show", "nope"], 3, "no job"),
+        (["search", "x", "--min-size", "lots"], 2, "invalid size"),
+        (["search", "x", "--after", "yesterday"], 2, "invalid date"),
+        (["search", "x", "--sort", "colour"], 2, "unknown sort key"),
+        (["--library", "missing", "search", "x"], 3, "no library"),
+        (["location", "add"], 2, "Missing argument"),
+    ],
+)
 def test_bad_input_fails_with_one_line_and_a_meaningful_exit_code(
     data_dir: Path, args: list[str], code: int, message: str
 ) -> None:
@@ -139,8 +151,13 @@ def test_libraries_can_be_created_and_chosen(data_dir: Path, tmp_path: Path) -> 
 
 def test_the_data_dir_comes_from_the_environment(tmp_path: Path) -> None:
     env_dir = tmp_path / "from-env"
-    result = subprocess.run([SPACEDRIVE, "library", "show", "--json"], capture_output=True, text=True,
-                            timeout=WAIT_S, env={**os.environ, "SPACEDRIVE_DATA_DIR": str(env_dir)})
+    result = subprocess.run(
+        [SPACEDRIVE, "library", "show", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_S,
+        env={**os.environ, "SPACEDRIVE_DATA_DIR": str(env_dir)},
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["data_dir"] == str(env_dir)
 
@@ -163,7 +180,8 @@ def test_an_index_killed_mid_job_resumes_from_its_checkpoint(data_dir: Path, tmp
     location = sd_json(data_dir, "location", "add", str(root), "--no-index")
     proc = subprocess.Popen(
         [SPACEDRIVE, "--data-dir", str(data_dir), "location", "index", str(location["id"])],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "SPACEDRIVE_INDEX_BATCH": "50"},
     )
     deadline = time.monotonic() + WAIT_S

@@ -1,7 +1,7 @@
 """A job for tests of the job system; run as a script, it hosts that job in a real process.
 
-    python _count_job.py DATA_DIR start N    dispatch a job counting to N, print each checkpoint
-    python _count_job.py DATA_DIR resume     resume interrupted jobs, print where they resumed
+python _count_job.py DATA_DIR start N    dispatch a job counting to N, print each checkpoint
+python _count_job.py DATA_DIR resume     resume interrupted jobs, print where they resumed
 """
 
 from __future__ import annotations

@@ -71,5 +71,9 @@ async def test_a_closed_subscription_receives_nothing_more() -> None:
 
 def test_events_serialise_with_their_type_name() -> None:
     assert JobStatusChanged("j", "indexer", "failed", "boom").to_json() == {
-        "type": "JobStatusChanged", "job_id": "j", "name": "indexer", "status": "failed", "error": "boom",
+        "type": "JobStatusChanged",
+        "job_id": "j",
+        "name": "indexer",
+        "status": "failed",
+        "error": "boom",
     }

@@ -148,7 +148,9 @@ async def test_an_old_checkpoint_is_upgraded_to_the_current_state_version(
     with transaction(library.db):
         library.db.execute(
             "INSERT INTO jobs (id, name, state_version, state, status, created_at, updated_at)"
-            " VALUES ('old', 'test-count', 1, ?, 'running', 0, 0)", (orjson.dumps({"count": 2, "target": 4}),))
+            " VALUES ('old', 'test-count', 1, ?, 'running', 0, 0)",
+            (orjson.dumps({"count": 2, "target": 4}),),
+        )
     assert jobs.resume_interrupted() == ["old"]
     async with asyncio.timeout(WAIT_S):
         record = await jobs.wait("old")
@@ -160,7 +162,8 @@ async def test_a_job_of_an_unknown_type_fails_with_a_clear_error(jobs: JobSystem
     with transaction(library.db):
         library.db.execute(
             "INSERT INTO jobs (id, name, state_version, state, status, created_at, updated_at)"
-            " VALUES ('x', 'from-the-future', 1, '{}', 'queued', 0, 0)")
+            " VALUES ('x', 'from-the-future', 1, '{}', 'queued', 0, 0)"
+        )
     jobs.resume_interrupted()
     record = get_job(library, "x")
     assert record.status == "failed"
@@ -172,7 +175,9 @@ def test_jobs_are_found_by_unique_prefix_and_unknown_ids_are_errors(library: Lib
         for job_id in ("abc1", "abc2", "def"):
             library.db.execute(
                 "INSERT INTO jobs (id, name, state_version, state, status, created_at, updated_at)"
-                " VALUES (?, 'n', 1, '{}', 'completed', 0, 0)", (job_id,))
+                " VALUES (?, 'n', 1, '{}', 'completed', 0, 0)",
+                (job_id,),
+            )
     assert get_job(library, "de").id == "def"
     with pytest.raises(JobNotFound, match="ambiguous"):
         get_job(library, "abc")
@@ -184,8 +189,13 @@ def test_jobs_are_found_by_unique_prefix_and_unknown_ids_are_errors(library: Lib
 
 def _spawn(data_dir: Path, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
-    return subprocess.Popen([sys.executable, str(SCRIPT), str(data_dir), *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), str(data_dir), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.mark.e2e

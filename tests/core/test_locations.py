@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from spacedrive.core.db import transaction
+from spacedrive.core.entries import insert_entries
 from spacedrive.core.errors import InvalidLocationPath, LocationError, LocationNotFound
 from spacedrive.core.node import Core
 
@@ -57,9 +59,10 @@ def test_removing_a_location_removes_its_entries_but_not_its_files(core: Core, t
     folder.mkdir()
     (folder / "keep.txt").write_text("mine")
     location = core.locations.add(folder)
-    core.library.db.execute(
-        "INSERT INTO entries (location_id, rel_path, name, extension, is_dir, size, modified_ns, inode, kind)"
-        " VALUES (?, 'keep.txt', 'keep.txt', 'txt', 0, 4, 0, 0, 'Text')", (location.id,))
+    with transaction(core.library.db):
+        insert_entries(
+            core.library.db, [(location.id, "keep.txt", "keep.txt", "txt", 0, 4, 0, 0, "Text", None)]
+        )
     core.locations.remove(location.id)
     assert core.library.db.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
     assert core.library.db.execute("SELECT count(*) FROM entries_fts").fetchone()[0] == 0

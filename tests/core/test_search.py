@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from spacedrive.core.db import transaction
+from spacedrive.core.entries import insert_entries
 from spacedrive.core.node import Core
 from spacedrive.core.search import SearchError, SearchQuery, fts_expression, search
 
@@ -24,17 +25,23 @@ def core(data_dir: Path, tmp_path: Path) -> Iterator[Core]:
         yield opened
 
 
-def add(db: sqlite3.Connection, location_id: int, rel_path: str, *, size: int = 10, day: int = 0,
-        kind: str = "Text", is_dir: bool = False) -> int:
+def add(
+    db: sqlite3.Connection,
+    location_id: int,
+    rel_path: str,
+    *,
+    size: int = 10,
+    day: int = 0,
+    kind: str = "Text",
+    is_dir: bool = False,
+) -> int:
     name = rel_path.rsplit("/", 1)[-1]
     ext = name.rsplit(".", 1)[1].lower() if "." in name[1:] else ""
     with transaction(db):
-        cursor = db.execute(
-            "INSERT INTO entries (location_id, rel_path, name, extension, is_dir, size, modified_ns, inode, kind)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
-            (location_id, rel_path, name, ext, int(is_dir), size, BASE_NS + day * DAY_NS, kind))
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
+        insert_entries(
+            db, [(location_id, rel_path, name, ext, int(is_dir), size, BASE_NS + day * DAY_NS, 0, kind, None)]
+        )
+    return int(db.execute("SELECT max(id) FROM entries").fetchone()[0])
 
 
 def names(core: Core, **query: object) -> list[str]:
@@ -93,6 +100,11 @@ def test_folders_can_be_left_out(core: Core) -> None:
     assert names(core, text="music", include_folders=False) == ["song.mp3"]
 
 
+def test_inserts_outside_a_transaction_are_refused(core: Core) -> None:
+    with pytest.raises(RuntimeError, match="inside a write transaction"):
+        insert_entries(core.library.db, [(1, "a", "a", "", 0, 0, 0, 0, "Text", None)])
+
+
 def test_the_index_follows_updates_and_deletes(core: Core) -> None:
     db = core.library.db
     entry = add(db, 1, "draft.txt")
@@ -103,7 +115,17 @@ def test_the_index_follows_updates_and_deletes(core: Core) -> None:
     with transaction(db):
         db.execute("DELETE FROM entries WHERE id = ?", (entry,))
     assert names(core, text="final") == []
-    assert db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('integrity-check')").rowcount != 0
+    db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('integrity-check')")  # raises if out of sync
+
+
+def test_updates_that_leave_indexed_columns_alone_do_not_touch_the_index(core: Core) -> None:
+    db = core.library.db
+    entry = add(db, 1, "photo.jpg", kind="Image")
+    with transaction(db):
+        db.execute("UPDATE entries SET kind = 'Image', cas_id = 'abc', size = 5 WHERE id = ?", (entry,))
+        db.execute("UPDATE entries SET kind = 'Document' WHERE id = ?", (entry,))
+    db.execute("INSERT INTO entries_fts (entries_fts) VALUES ('integrity-check')")
+    assert names(core, text="photo", kinds=("Document",)) == ["photo.jpg"]
 
 
 def test_hits_carry_what_scripts_need(core: Core, tmp_path: Path) -> None:
@@ -116,12 +138,15 @@ def test_hits_carry_what_scripts_need(core: Core, tmp_path: Path) -> None:
     assert set(data) >= {"path", "name", "extension", "size", "kind", "cas_id", "modified_at"}
 
 
-@pytest.mark.parametrize(("query", "message"), [
-    (SearchQuery(sort="colour"), "unknown sort key"),
-    (SearchQuery(limit=0), "limit"),
-    (SearchQuery(offset=-1), "offset"),
-    (SearchQuery(min_size=10, max_size=1), "min size"),
-])
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (SearchQuery(sort="colour"), "unknown sort key"),
+        (SearchQuery(limit=0), "limit"),
+        (SearchQuery(offset=-1), "offset"),
+        (SearchQuery(min_size=10, max_size=1), "min size"),
+    ],
+)
 def test_malformed_queries_say_what_to_change(core: Core, query: SearchQuery, message: str) -> None:
     with pytest.raises(SearchError, match=message):
         search(core.library.db, query)

@@ -39,7 +39,7 @@ EXIT_JOB_FAILED = 4  # a job the command ran failed or was cancelled
 EXIT_INTERRUPTED = 130  # Ctrl-C; an interrupted job resumes later
 
 out_console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -85,9 +85,7 @@ def sampled_regions(size: int) -> list[tuple[int, int]]:
     seek_jump = (size - HEADER_OR_FOOTER_SIZE * 2) // SAMPLE_COUNT
     # Sample 0 starts right where the header ends: read both at once.
     regions = [(0, HEADER_OR_FOOTER_SIZE + SAMPLE_SIZE)]
-    regions.extend(
-        (HEADER_OR_FOOTER_SIZE + i * seek_jump, SAMPLE_SIZE) for i in range(1, SAMPLE_COUNT)
-    )
+    regions.extend((HEADER_OR_FOOTER_SIZE + i * seek_jump, SAMPLE_SIZE) for i in range(1, SAMPLE_COUNT))
     regions.append((size - HEADER_OR_FOOTER_SIZE, HEADER_OR_FOOTER_SIZE))
     return regions
 
@@ -101,21 +99,25 @@ def cas_id(path: str | os.PathLike[str], size: int | None = None) -> str | None:
         return None
     fd = os.open(path, _OPEN_FLAGS)
     try:
-        return cas_id_from_fd(fd, size, _name=path)
+        return _cas_id_of_fd(fd, size, path)
     finally:
         os.close(fd)
 
 
-def cas_id_from_fd(fd: int, size: int | None = None, *, _name: object = None) -> str | None:
+def cas_id_from_fd(fd: int, size: int | None = None) -> str | None:
     """The cas_id of the open file ``fd``; ``None`` if it is empty.
 
     Reads with ``os.pread``, so the descriptor's file position is left alone (where ``pread``
     exists; elsewhere it seeks). Pass ``size`` when already known to skip the ``fstat``.
     """
+    return _cas_id_of_fd(fd, size, None)
+
+
+def _cas_id_of_fd(fd: int, size: int | None, name: object) -> str | None:
     if size is None:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), _name)
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), name)
         size = st.st_size
     elif size < 0:
         raise ValueError(f"size must be >= 0, not {size}")
@@ -126,17 +128,17 @@ def cas_id_from_fd(fd: int, size: int | None = None, *, _name: object = None) ->
         # Ask for one byte more than expected: a file that grew since its stat is detected.
         data = _pread_fully(fd, size + 1, 0)
         if len(data) != size:
-            raise _changed(size, len(data), _name)
+            raise _changed(size, len(data), name)
         hasher.update(data)
     else:
         for offset, length in sampled_regions(size):
             chunk = _pread_fully(fd, length, offset)
             if len(chunk) != length:
-                raise _changed(size, offset + len(chunk), _name)
+                raise _changed(size, offset + len(chunk), name)
             hasher.update(chunk)
         actual = os.fstat(fd).st_size
         if actual != size:
-            raise _changed(size, actual, _name)
+            raise _changed(size, actual, name)
     return hasher.hexdigest()[:CAS_ID_LENGTH]
 
 
@@ -149,10 +151,10 @@ def cas_id_from_file(f: BinaryIO, size: int | None = None) -> str | None:
     """
     try:
         fd = f.fileno()
-    except (OSError, AttributeError, io.UnsupportedOperation):
+    except (OSError, AttributeError):  # io.UnsupportedOperation is an OSError
         fd = -1
     if fd >= 0:
-        return cas_id_from_fd(fd, size, _name=getattr(f, "name", None))
+        return _cas_id_of_fd(fd, size, getattr(f, "name", None))
     if size is None:
         size = f.seek(0, io.SEEK_END)
     if size == 0:

@@ -30,6 +30,7 @@ from typing import Any
 
 from spacedrive.core import content_id
 from spacedrive.core.db import from_db_text, to_db_text, transaction
+from spacedrive.core.entries import insert_entries
 from spacedrive.core.errors import LocationError
 from spacedrive.core.events import EntriesChanged
 from spacedrive.core.filetypes import FileTypeRegistry
@@ -122,7 +123,7 @@ class Snapshot:
         )
         for rel_path, *known in rows:
             parent, _, name = from_db_text(rel_path).rpartition("/")
-            self.children.setdefault(parent, {})[name] = tuple(known)  # type: ignore[assignment]
+            self.children.setdefault(parent, {})[name] = tuple(known)
 
     def take(self, rel_dir: str) -> dict[str, Known]:
         return self.children.pop(rel_dir, {})
@@ -190,10 +191,14 @@ class LocationIndexer:
         them that are new to the database (whose whole contents are new too).
         """
         self.snapshot = Snapshot(self.conn, self.location.id)
-        stack = list(rel_dirs)
+        stack = sorted(set(rel_dirs), key=lambda d: (-d.count("/"), d))  # shallowest popped first
+        scanned: set[str] = set()
         diff = FolderDiff()
         while stack:
-            self._scan_folder(stack.pop(), stack, diff, stats, descend=recursive)
+            rel_dir = stack.pop()
+            if rel_dir not in scanned:  # a new folder's parent may have queued it already
+                scanned.add(rel_dir)
+                self._scan_folder(rel_dir, stack, diff, stats, descend=recursive)
         with transaction(self.conn):
             self._write(diff)
 
@@ -290,12 +295,7 @@ class LocationIndexer:
                 " cas_id = NULL WHERE id = ?",
                 diff.updates,
             )
-        if diff.inserts:
-            self.conn.executemany(
-                "INSERT INTO entries (location_id, rel_path, name, extension, is_dir, size, modified_ns,"
-                " inode, kind, file_type) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                diff.inserts,
-            )
+        insert_entries(self.conn, diff.inserts)
 
     # -- content ---------------------------------------------------------------------------
 

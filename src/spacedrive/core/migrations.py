@@ -54,21 +54,21 @@ CREATE UNIQUE INDEX entries_by_path ON entries (location_id, rel_path);
 CREATE INDEX entries_by_cas_id ON entries (cas_id) WHERE cas_id IS NOT NULL;
 CREATE INDEX entries_by_kind ON entries (kind);
 
+-- Inserts are indexed by spacedrive.core.entries.insert_entries, per batch (see there).
 CREATE VIRTUAL TABLE entries_fts USING fts5 (
     name, extension, rel_path, kind,
     content = 'entries', content_rowid = 'id',
     tokenize = 'unicode61 remove_diacritics 2',
     prefix = '2 3'
 );
-CREATE TRIGGER entries_fts_insert AFTER INSERT ON entries BEGIN
-    INSERT INTO entries_fts (rowid, name, extension, rel_path, kind)
-    VALUES (new.id, new.name, new.extension, new.rel_path, new.kind);
-END;
 CREATE TRIGGER entries_fts_delete AFTER DELETE ON entries BEGIN
     INSERT INTO entries_fts (entries_fts, rowid, name, extension, rel_path, kind)
     VALUES ('delete', old.id, old.name, old.extension, old.rel_path, old.kind);
 END;
-CREATE TRIGGER entries_fts_update AFTER UPDATE OF name, extension, rel_path, kind ON entries BEGIN
+CREATE TRIGGER entries_fts_update AFTER UPDATE OF name, extension, rel_path, kind ON entries
+WHEN old.name IS NOT new.name OR old.extension IS NOT new.extension
+  OR old.rel_path IS NOT new.rel_path OR old.kind IS NOT new.kind
+BEGIN
     INSERT INTO entries_fts (entries_fts, rowid, name, extension, rel_path, kind)
     VALUES ('delete', old.id, old.name, old.extension, old.rel_path, old.kind);
     INSERT INTO entries_fts (rowid, name, extension, rel_path, kind)

@@ -4,9 +4,28 @@ Layers, bottom up (each a private module re-exported here):
 
 * ``_errors``: the exception tree and the mapping of exceptions to wire errors and back;
 * ``_framing``: length-prefixed frames (JSON frames and binary stream frames);
-* ``_jsonrpc``: the JSON-RPC 2.0 message model and codec.
+* ``_jsonrpc``: the JSON-RPC 2.0 message model and codec;
+* ``_transport``: the byte-transport boundary (asyncio's) and an in-memory pipe;
+* ``_dispatcher`` and ``_context``: a connection that matches ids, runs handlers, and owns
+  timeouts, cancellation, progress, logs, ping and backpressure;
+* ``_unix``: the Unix domain socket server and client.
 """
 
+from ._context import RequestContext
+from ._dispatcher import (
+    CLOSE_TIMEOUT,
+    CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_REQUESTS,
+    DEFAULT_REQUEST_TIMEOUT,
+    MAX_BATCH_LENGTH,
+    MAX_REQUEST_TIMEOUT,
+    PING_TIMEOUT,
+    Connection,
+    LogHandler,
+    NotificationHandler,
+    ProgressHandler,
+    RequestHandler,
+)
 from ._errors import (
     AuthenticationFailed,
     ConfigurationError,
@@ -60,18 +79,30 @@ from ._jsonrpc import (
     decode_message,
     encode_message,
 )
+from ._transport import DEFAULT_HIGH_WATER, MemoryTransport, memory_pipe
+from ._unix import MAX_SOCKET_PATH_BYTES, UnixServer, check_socket_path, connect_unix
 
 __all__ = [
+    "CLOSE_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "DEFAULT_HIGH_WATER",
+    "DEFAULT_MAX_CONCURRENT_REQUESTS",
     "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_REQUEST_TIMEOUT",
     "FRAME_HEADER_SIZE",
     "JSONRPC_VERSION",
+    "MAX_BATCH_LENGTH",
     "MAX_FRAME_SIZE_LIMIT",
+    "MAX_REQUEST_TIMEOUT",
+    "MAX_SOCKET_PATH_BYTES",
+    "PING_TIMEOUT",
     "STREAM_END",
     "STREAM_HEADER_SIZE",
     "STREAM_RESET",
     "AuthenticationFailed",
     "Batch",
     "ConfigurationError",
+    "Connection",
     "ConnectionClosed",
     "Decoded",
     "ErrorCode",
@@ -85,28 +116,38 @@ __all__ = [
     "InvalidMessage",
     "InvalidParams",
     "InvalidRequest",
+    "LogHandler",
+    "MemoryTransport",
     "Message",
     "MethodNotFound",
     "NetworkError",
     "NotFound",
     "Notification",
+    "NotificationHandler",
     "Params",
     "ParseError",
     "PermissionDenied",
     "ProcessCrashed",
+    "ProgressHandler",
     "ProtocolError",
     "RateLimitExceeded",
     "Request",
     "RequestCancelled",
+    "RequestContext",
+    "RequestHandler",
     "RequestTimeout",
     "Response",
     "StreamFrame",
+    "UnixServer",
     "UsageError",
     "WireError",
+    "check_socket_path",
+    "connect_unix",
     "decode_message",
     "encode_frame",
     "encode_message",
     "encode_stream_frame",
     "error_from_wire",
     "error_to_wire",
+    "memory_pipe",
 ]

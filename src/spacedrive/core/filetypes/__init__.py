@@ -5,6 +5,9 @@ identification rules. Built-in definitions live in ``definitions/*.toml`` beside
 """
 
 from spacedrive.core.filetypes._registry import (
+    DEFAULT_PRIORITY,
+    GENERIC_BINARY_ID,
+    GENERIC_TEXT_ID,
     HEAD_SIZE,
     STRONG_MAGIC_BYTES,
     Category,
@@ -21,6 +24,9 @@ from spacedrive.core.filetypes._registry import (
 )
 
 __all__ = [
+    "DEFAULT_PRIORITY",
+    "GENERIC_BINARY_ID",
+    "GENERIC_TEXT_ID",
     "HEAD_SIZE",
     "STRONG_MAGIC_BYTES",
     "Category",

@@ -1,0 +1,698 @@
+"""The dispatcher: one JSON-RPC 2.0 connection, both directions, over any asyncio transport.
+
+It knows nothing about integrations: methods are strings, params are lists or dicts. A
+``Connection`` is an ``asyncio.Protocol`` (no streams: ``data_received`` feeds the sans-IO
+decoder directly) and an async context manager that owns a ``TaskGroup``::
+
+    async with Connection({"echo": echo}) as conn:   # after the transport connected it
+        result = await conn.request("other.method", {"x": 1})
+
+Outgoing requests get integer ids and a timeout (``DEFAULT_REQUEST_TIMEOUT``) that each
+``$/progress`` from the peer pushes back, up to a hard maximum (``MAX_REQUEST_TIMEOUT``). A
+request that times out, or whose caller is cancelled, is cancelled at the peer with
+``$/cancel``; its late answer is absorbed.
+
+Each incoming request runs in its own task. ``$/cancel`` cancels it and it is answered with
+``RequestCancelled``; every id gets exactly one answer, whichever of handler and cancellation
+finishes first. At most ``max_concurrent_requests`` handlers run at once and as many again may
+wait; past that the connection stops reading (``transport.pause_reading()``), and it also stops
+reading while the transport's write buffer is full, so a peer that does not read its answers
+cannot make us buffer without bound. ``ping`` is answered at once, without a task.
+
+A handler's exception becomes a JSON-RPC error through ``error_to_wire`` (no traceback on the
+wire). A peer that breaks the protocol (bad frame, duplicate id in flight, a response to an id
+never sent) gets a last error message and its connection is aborted: every request pending
+on it fails with ``ProtocolError``; other connections are untouched.
+
+Methods reserved by the protocol: ``ping``; ``$/cancel`` ``{"id"}``; ``$/progress``
+``{"token", "progress"?, "total"?, "message"?}`` (token = the request id); ``$/log``
+``{"level", "message", "data"?}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, Final, Self, TypeAlias, cast
+
+from ._context import RequestContext
+from ._errors import (
+    ConnectionClosed,
+    ErrorCode,
+    IntegrationError,
+    ProtocolError,
+    RequestCancelled,
+    RequestTimeout,
+    UsageError,
+    error_from_wire,
+    error_to_wire,
+)
+from ._framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from ._jsonrpc import (
+    Decoded,
+    ErrorObject,
+    ErrorResponse,
+    Id,
+    InvalidMessage,
+    Message,
+    Notification,
+    Params,
+    Request,
+    Response,
+    decode_message,
+    encode_message,
+)
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "DEFAULT_MAX_CONCURRENT_REQUESTS",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "MAX_BATCH_LENGTH",
+    "MAX_REQUEST_TIMEOUT",
+    "PING_TIMEOUT",
+    "Connection",
+    "LogHandler",
+    "NotificationHandler",
+    "ProgressHandler",
+    "RequestHandler",
+]
+
+DEFAULT_REQUEST_TIMEOUT: Final = 30.0
+"""Seconds an outgoing request may wait for its answer, or for the next ``$/progress``."""
+MAX_REQUEST_TIMEOUT: Final = 300.0
+"""Seconds after which an outgoing request fails however much progress it reports."""
+PING_TIMEOUT: Final = 10.0
+CONNECT_TIMEOUT: Final = 10.0
+"""Seconds ``async with connection`` waits for the transport to call ``connection_made``."""
+CLOSE_TIMEOUT: Final = 5.0
+"""Seconds a closing connection waits for its transport to flush before aborting it."""
+DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 64
+MAX_BATCH_LENGTH: Final = 1024
+_MAX_ABANDONED_IDS: Final = 4096
+
+RequestHandler: TypeAlias = Callable[[RequestContext, Params], Awaitable[Any]]
+NotificationHandler: TypeAlias = Callable[[Params], Awaitable[None] | None]
+ProgressHandler: TypeAlias = Callable[[dict[str, Any]], None]
+LogHandler: TypeAlias = Callable[[dict[str, Any]], None]
+
+logger = logging.getLogger(__name__)
+peer_logger = logging.getLogger("spacedrive.ipc.peer")
+_LOG_LEVELS: Final = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+
+class _Pending:
+    """An outgoing request waiting for its answer."""
+
+    __slots__ = ("future", "give_up_at", "method", "on_progress", "timeout", "timer")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        method: str,
+        timeout: float,
+        give_up_at: float,
+        on_progress: ProgressHandler | None,
+    ) -> None:
+        self.future = future
+        self.method = method
+        self.timeout = timeout
+        self.give_up_at = give_up_at
+        self.on_progress = on_progress
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class _Incoming:
+    """An incoming request, from arrival to its one answer."""
+
+    __slots__ = ("answered", "batch", "context", "handler", "request", "started", "task")
+
+    def __init__(
+        self, request: Request, handler: RequestHandler, context: RequestContext, batch: _BatchReply | None
+    ) -> None:
+        self.request = request
+        self.handler = handler
+        self.context = context
+        self.batch = batch
+        self.task: asyncio.Task[None] | None = None
+        self.started = False
+        self.answered = False
+
+
+class _BatchReply:
+    """Collects the answers to one incoming batch; sent as one array once all are in."""
+
+    __slots__ = ("connection", "replies", "sealed", "waiting")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.replies: list[Message] = []
+        self.waiting = 0
+        self.sealed = False
+
+    def add(self, reply: Message) -> None:
+        self.replies.append(reply)
+        self.flush()
+
+    def flush(self) -> None:
+        if self.sealed and self.waiting == 0 and self.replies:
+            replies, self.replies = self.replies, []
+            self.connection._send_reply(replies)
+
+
+class Connection(asyncio.Protocol):
+    """One JSON-RPC connection: an asyncio protocol, and an async context manager owning its tasks."""
+
+    def __init__(
+        self,
+        handlers: Mapping[str, RequestHandler] | None = None,
+        notification_handlers: Mapping[str, NotificationHandler] | None = None,
+        *,
+        name: str = "connection",
+        max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        max_request_timeout: float = MAX_REQUEST_TIMEOUT,
+        on_log: LogHandler | None = None,
+    ) -> None:
+        if max_concurrent_requests < 1:
+            raise UsageError("max_concurrent_requests must be at least 1")
+        self.name = name
+        self._handlers: dict[str, RequestHandler] = dict(handlers or {})
+        self._notification_handlers: dict[str, NotificationHandler] = dict(notification_handlers or {})
+        self._max_concurrent = max_concurrent_requests
+        self._max_frame = max_frame_size
+        self._request_timeout = request_timeout
+        self._max_request_timeout = max_request_timeout
+        self._on_log = on_log
+        self._decoder = FrameDecoder(max_frame_size)
+        self._transport: asyncio.Transport | None = None
+        self._connected = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self._entered = False
+        self._lost = False
+        self._close_reason: BaseException | None = None
+        self._reading = True
+        self._write_paused = False
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._next_id = 1
+        self._pending: dict[Id, _Pending] = {}
+        self._abandoned: dict[Id, None] = {}
+        self._incoming: dict[Id, _Incoming] = {}
+        self._queue: deque[_Incoming] = deque()
+        self._queued = 0
+        self._running = 0
+
+    # -- public API -------------------------------------------------------------------------
+
+    def set_handler(self, method: str, handler: RequestHandler) -> None:
+        self._handlers[method] = handler
+
+    def set_notification_handler(self, method: str, handler: NotificationHandler) -> None:
+        self._notification_handlers[method] = handler
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
+
+    @property
+    def is_closed(self) -> bool:
+        return self._lost
+
+    @property
+    def close_reason(self) -> BaseException | None:
+        """Why the connection closed: ``None`` for a clean close (or while it is open)."""
+        return self._close_reason
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Incoming requests not answered yet (running or waiting for a slot)."""
+        return len(self._incoming)
+
+    @property
+    def requests_pending(self) -> int:
+        """Outgoing requests waiting for their answer."""
+        return len(self._pending)
+
+    async def request(
+        self,
+        method: str,
+        params: Params = None,
+        *,
+        idle_timeout: float | None = None,
+        max_timeout: float | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Any:
+        """Call ``method`` on the peer and return its result, or raise its error.
+
+        Raises ``RequestTimeout`` after ``idle_timeout`` seconds without an answer or progress
+        (and after ``max_timeout`` in any case; both default to the connection's settings),
+        ``ConnectionClosed`` (``ProtocolError`` if the peer misbehaved) if the connection ends
+        first, ``UsageError`` if ``params`` cannot be sent.
+        """
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        timeout = self._request_timeout if idle_timeout is None else idle_timeout
+        max_timeout = self._max_request_timeout if max_timeout is None else max_timeout
+        now = loop.time()
+        request_id = self._next_id
+        self._next_id += 1
+        pending = _Pending(loop.create_future(), method, timeout, now + max_timeout, on_progress)
+        if self._write_paused:
+            await self._wait_writable(pending, now + min(timeout, max_timeout))
+        self._send_request(Request(request_id, method, params))
+        self._pending[request_id] = pending
+        pending.timer = loop.call_at(now + min(timeout, max_timeout), self._expire, request_id)
+        try:
+            return await pending.future
+        except asyncio.CancelledError:
+            if self._pending.pop(request_id, None) is not None:
+                self._abandon(request_id)
+            raise
+        finally:
+            if pending.timer is not None:
+                pending.timer.cancel()
+
+    async def ping(self, max_wait: float = PING_TIMEOUT) -> None:
+        """Round-trip a ``ping``; raises ``RequestTimeout`` if the peer does not answer in time."""
+        await self.request("ping", idle_timeout=max_wait, max_timeout=max_wait)
+
+    def notify(self, method: str, params: Params = None) -> None:
+        """Send a notification (never answered). Silently dropped once the connection closes."""
+        self._send(Notification(method, params))
+
+    def log(self, level: str, message: str, data: Any = None) -> None:
+        """Send a ``$/log`` notification to the peer."""
+        params: dict[str, Any] = {"level": level, "message": message}
+        if data is not None:
+            params["data"] = data
+        self.notify("$/log", params)
+
+    def close(self) -> None:
+        """Start closing: pending requests fail with ``ConnectionClosed``, handlers are cancelled."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed (bound it with ``asyncio.timeout``)."""
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise UsageError("a Connection can only be entered once")
+        self._entered = True
+        if self._transport is None:
+            async with asyncio.timeout(CONNECT_TIMEOUT):
+                await self._connected.wait()
+        self._tg = asyncio.TaskGroup()
+        await self._tg.__aenter__()
+        self._update_reading()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._closed.wait()
+        except TimeoutError:
+            if self._transport is not None:
+                self._transport.abort()
+            self.connection_lost(None)
+        assert self._tg is not None
+        await self._tg.__aexit__(None, None, None)  # our tasks never fail: don't wrap the body's error
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        if self._tg is None:  # not entered yet: nothing may run before the TaskGroup exists
+            self._reading = False
+            self._transport.pause_reading()
+        self._connected.set()
+
+    def data_received(self, data: bytes) -> None:
+        if self._lost or self._close_reason is not None:
+            return
+        try:
+            for frame in self._decoder.feed(data):
+                if type(frame) is not bytes:
+                    raise ProtocolError("stream frames were not negotiated")
+                self._on_message(decode_message(frame))
+                if self._close_reason is not None:
+                    return
+        except ProtocolError as exc:
+            self._protocol_failure(exc)
+
+    def eof_received(self) -> bool | None:
+        try:
+            self._decoder.feed_eof()
+        except ProtocolError as exc:
+            self._close_reason = exc
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        if self._close_reason is None and exc is not None:
+            self._close_reason = exc
+        for pending in self._pending.values():
+            if pending.timer is not None:
+                pending.timer.cancel()
+            if not pending.future.done():
+                pending.future.set_exception(self._closed_error())
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_exception(self._closed_error())
+        for entry in self._incoming.values():
+            if entry.task is not None:
+                entry.task.cancel()
+        self._pending.clear()
+        self._incoming.clear()
+        self._queue.clear()
+        self._closed.set()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._update_reading()
+
+    # -- incoming messages ------------------------------------------------------------------
+
+    def _on_message(self, message: Decoded) -> None:
+        kind = type(message)
+        if kind is Request:
+            self._on_request(cast(Request, message), None)
+        elif kind is Response or kind is ErrorResponse:
+            self._on_response(cast(Response | ErrorResponse, message))
+        elif kind is Notification:
+            self._on_notification(cast(Notification, message))
+        elif kind is InvalidMessage:
+            self._send_reply(cast(InvalidMessage, message).response())
+        else:
+            self._on_batch(cast(list[Message | InvalidMessage], message))
+
+    def _on_batch(self, batch: list[Message | InvalidMessage]) -> None:
+        if len(batch) > MAX_BATCH_LENGTH:
+            reason = f"a batch of {len(batch)} messages exceeds the limit of {MAX_BATCH_LENGTH}"
+            self._send_reply(_error_reply(None, ErrorCode.INVALID_REQUEST, "Invalid Request", reason))
+            return
+        reply = _BatchReply(self)
+        for message in batch:
+            if type(message) is Request:
+                self._on_request(message, reply)
+            elif type(message) is InvalidMessage:
+                reply.add(message.response())
+            else:
+                self._on_message(message)
+        reply.sealed = True
+        reply.flush()
+
+    def _on_request(self, request: Request, batch: _BatchReply | None) -> None:
+        request_id = request.id
+        if request_id in self._incoming:
+            raise ProtocolError(f"request id {request_id!r} is already in flight")
+        handler = self._handlers.get(request.method)
+        if handler is None:
+            if request.method == "ping":
+                self._answer(Response(request_id, {}), batch)
+            else:
+                reason = f"no method {request.method!r}"
+                reply = _error_reply(request_id, ErrorCode.METHOD_NOT_FOUND, "Method not found", reason)
+                self._answer(reply, batch)
+            return
+        entry = _Incoming(request, handler, RequestContext(self, request_id, request.method), batch)
+        self._incoming[request_id] = entry
+        if batch is not None:
+            batch.waiting += 1
+        if self._running < self._max_concurrent:
+            self._start(entry)
+        else:
+            self._queue.append(entry)
+            self._queued += 1
+            self._update_reading()
+
+    def _on_response(self, response: Response | ErrorResponse) -> None:
+        pending = self._pending.pop(response.id, None)
+        if pending is None:
+            if response.id in self._abandoned:
+                del self._abandoned[response.id]
+            elif response.id is None and type(response) is ErrorResponse:
+                logger.warning("%s: the peer reported an error: %s", self.name, response.error)
+            else:
+                raise ProtocolError(f"response to unknown request id {response.id!r}")
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if pending.future.done():
+            return
+        if type(response) is Response:
+            pending.future.set_result(response.result)
+        else:
+            pending.future.set_exception(error_from_wire(cast(ErrorResponse, response).error))
+
+    def _on_notification(self, notification: Notification) -> None:
+        method, params = notification.method, notification.params
+        handler = self._notification_handlers.get(method)
+        if handler is not None:
+            self._run_notification_handler(method, handler, params)
+        elif method == "$/cancel":
+            self._on_cancel(params)
+        elif method == "$/progress":
+            self._on_progress(params)
+        elif method == "$/log":
+            self._on_peer_log(params)
+        else:
+            logger.debug("%s: no handler for notification %r", self.name, method)
+
+    def _on_cancel(self, params: Params) -> None:
+        request_id = params.get("id") if isinstance(params, dict) else None
+        entry = self._incoming.get(request_id) if _is_id(request_id) else None
+        if entry is None or entry.answered:
+            return  # already answered: the cancellation lost the race, nothing to do
+        entry.context._cancelled = True
+        if entry.started:
+            assert entry.task is not None
+            entry.task.cancel()  # _run answers RequestCancelled (or the result, if it won)
+            return
+        if entry.task is not None:
+            entry.task.cancel()  # never started: its body will not run at all
+        self._complete(entry, _exception_reply(entry.request.id, RequestCancelled()))
+
+    def _on_progress(self, params: Params) -> None:
+        token = params.get("token") if isinstance(params, dict) else None
+        pending = self._pending.get(token) if _is_id(token) else None
+        if pending is None or pending.timer is None:
+            return
+        loop = asyncio.get_running_loop()
+        pending.timer.cancel()
+        deadline = min(loop.time() + pending.timeout, pending.give_up_at)
+        pending.timer = loop.call_at(deadline, self._expire, token)
+        if pending.on_progress is not None:
+            try:
+                pending.on_progress(cast(dict[str, Any], params))
+            except Exception:
+                logger.exception("%s: progress callback for %r failed", self.name, pending.method)
+
+    def _on_peer_log(self, params: Params) -> None:
+        if not isinstance(params, dict):
+            return
+        if self._on_log is not None:
+            self._on_log(params)
+            return
+        level = _LOG_LEVELS.get(str(params.get("level")), logging.INFO)
+        extra = {"peer_data": params.get("data")}
+        peer_logger.log(level, "%s: %s", self.name, params.get("message"), extra=extra)
+
+    def _run_notification_handler(self, method: str, handler: NotificationHandler, params: Params) -> None:
+        try:
+            result = handler(params)
+        except Exception:
+            logger.exception("%s: notification handler for %r failed", self.name, method)
+            return
+        if inspect.isawaitable(result) and self._tg is not None and not self._lost:
+            self._tg.create_task(self._await_notification_handler(method, result))
+
+    async def _await_notification_handler(self, method: str, result: Awaitable[None]) -> None:
+        try:
+            await result
+        except Exception:
+            logger.exception("%s: notification handler for %r failed", self.name, method)
+
+    # -- running handlers -------------------------------------------------------------------
+
+    def _start(self, entry: _Incoming) -> None:
+        assert self._tg is not None
+        self._running += 1
+        entry.task = self._tg.create_task(self._run(entry))
+
+    async def _run(self, entry: _Incoming) -> None:
+        entry.started = True
+        request_id = entry.request.id
+        try:
+            reply: Message = Response(request_id, await entry.handler(entry.context, entry.request.params))
+        except asyncio.CancelledError:
+            if not entry.context.cancelled or self._lost:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            reply = _exception_reply(request_id, RequestCancelled())
+        except Exception as exc:
+            if not isinstance(exc, IntegrationError):
+                logger.exception("%s: handler for %r failed", self.name, entry.request.method)
+            reply = _exception_reply(request_id, exc)
+        self._complete(entry, reply)
+
+    def _complete(self, entry: _Incoming, reply: Message) -> None:
+        """Answer ``entry`` exactly once, then let the next queued request run."""
+        if entry.answered:
+            return
+        entry.answered = True
+        self._incoming.pop(entry.request.id, None)
+        if entry.task is not None:
+            self._running -= 1
+        else:
+            self._queued -= 1
+        if entry.batch is not None:
+            entry.batch.waiting -= 1
+        self._answer(reply, entry.batch)
+        while self._queue and self._running < self._max_concurrent and not self._lost:
+            queued = self._queue.popleft()
+            if not queued.answered:
+                self._queued -= 1
+                self._start(queued)
+        self._update_reading()
+
+    def _answer(self, reply: Message, batch: _BatchReply | None) -> None:
+        if batch is None:
+            self._send_reply(reply)
+        else:
+            batch.add(reply)
+
+    def _update_reading(self) -> None:
+        """Read while fewer requests wait than may run, and while our writes drain."""
+        transport = self._transport
+        if transport is None or self._tg is None or self._lost:
+            return
+        should_read = not self._write_paused and self._queued < self._max_concurrent
+        if should_read != self._reading:
+            self._reading = should_read
+            if should_read:
+                transport.resume_reading()
+            else:
+                transport.pause_reading()
+
+    # -- outgoing ---------------------------------------------------------------------------
+
+    def _send(self, message: Message | list[Message]) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(encode_frame(encode_message(message), max_frame_size=self._max_frame))
+
+    def _send_request(self, request: Request) -> None:
+        self._check_open()
+        self._send(request)  # UsageError (unencodable or oversize params) reaches the caller
+
+    def _send_reply(self, reply: Message | list[Message]) -> None:
+        try:
+            self._send(reply)
+        except UsageError as exc:
+            logger.error("%s: cannot send an answer: %s", self.name, exc)
+            replies = reply if isinstance(reply, list) else [reply]
+            reason = "the answer could not be encoded"
+            fallback: list[Message] = [
+                _error_reply(r.id, ErrorCode.INTERNAL_ERROR, "Internal error", reason)
+                for r in replies
+                if isinstance(r, Response | ErrorResponse)
+            ]
+            if fallback:
+                self._send(fallback if isinstance(reply, list) else fallback[0])
+
+    def _expire(self, request_id: Id) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is None:
+            return
+        self._abandon(request_id)
+        if not pending.future.done():
+            message = f"{pending.method!r} got no answer or progress in time"
+            pending.future.set_exception(RequestTimeout(message, data={"method": pending.method}))
+
+    def _abandon(self, request_id: Id) -> None:
+        """We gave up on ``request_id``: tell the peer, and accept its one late answer."""
+        self._abandoned[request_id] = None
+        if len(self._abandoned) > _MAX_ABANDONED_IDS:
+            del self._abandoned[next(iter(self._abandoned))]
+        self.notify("$/cancel", {"id": request_id})
+
+    async def _wait_writable(self, pending: _Pending, deadline: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except TimeoutError:
+            message = f"{pending.method!r} could not be sent in time: the peer is not reading"
+            raise RequestTimeout(message, data={"method": pending.method}) from None
+
+    # -- failure ----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._lost or self._transport is None or self._transport.is_closing():
+            raise self._closed_error()
+
+    def _closed_error(self) -> ConnectionClosed:
+        reason = self._close_reason
+        if isinstance(reason, ProtocolError):
+            error: ConnectionClosed = ProtocolError(f"connection closed: {reason}")
+        elif reason is not None:
+            error = ConnectionClosed(f"connection lost: {reason}")
+        else:
+            error = ConnectionClosed("connection closed")
+        error.__cause__ = reason
+        return error
+
+    def _protocol_failure(self, exc: ProtocolError) -> None:
+        """The peer broke the protocol: tell it why (best effort) and drop the connection."""
+        logger.warning("%s: closing the connection: the peer broke the protocol: %s", self.name, exc)
+        self._close_reason = exc
+        notice = _error_reply(None, ErrorCode.PROTOCOL_ERROR, "Protocol error", str(exc))
+        try:
+            self._send(notice)
+        finally:
+            if self._transport is not None:
+                self._transport.abort()
+
+
+def _is_id(value: object) -> bool:
+    return value is None or type(value) in (int, str)
+
+
+def _error_reply(request_id: Id, code: int, message: str, reason: str) -> ErrorResponse:
+    return ErrorResponse(request_id, ErrorObject(int(code), message, {"reason": reason}))
+
+
+def _exception_reply(request_id: Id, exc: BaseException) -> ErrorResponse:
+    wire = error_to_wire(exc)
+    return ErrorResponse(request_id, ErrorObject(wire["code"], wire["message"], wire.get("data")))
