@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import msgspec
 
+from spacedrive.core._fs import fsync_dir, write_atomically
 from spacedrive.core.errors import ConfigError, DeviceError, MasterKeyError
 
 if sys.platform != "win32":
@@ -433,7 +434,7 @@ class DeviceManager:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise MasterKeyError(f"cannot write the master key file {path}: {exc.strerror or exc}") from exc
-        _fsync_dir(self.data_dir)
+        fsync_dir(self.data_dir)
 
     # -- device.json ----------------------------------------------------------------------------
 
@@ -495,18 +496,10 @@ class DeviceManager:
 
     def _write_record(self, record: dict[str, Any]) -> None:
         text = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{DEVICE_FILE}.", suffix=".tmp", dir=self.data_dir)
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(text.encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.device_file)
+            write_atomically(self.device_file, text.encode("utf-8"))
         except OSError as exc:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
             raise DeviceError(f"cannot write {self.device_file}: {exc.strerror or exc}") from exc
-        _fsync_dir(self.data_dir)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -579,15 +572,3 @@ def _host_name() -> str:
 
 def _os_name() -> str:
     return platform.system().lower() or sys.platform
-
-
-def _fsync_dir(path: Path) -> None:
-    if sys.platform == "win32":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a folder; the rename is still atomic
-    finally:
-        os.close(fd)

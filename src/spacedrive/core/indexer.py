@@ -217,74 +217,66 @@ class LocationIndexer:
             stats.error(f"cannot read folder {abs_dir}: {exc.strerror or exc}")
             self.snapshot.children[rel_dir] = known  # unknown state: keep what we had
             return
-        location_id = self.location.id
-        by_name = self.registry.identify_by_name
+        describe = self._describe
+        scanned = skipped = added = modified = 0
         for dirent in entries:
             name = dirent.name
             try:
                 st = dirent.stat(follow_symlinks=False)
             except OSError:
                 continue  # vanished between listing and stat: treated as removed
-            mode = st.st_mode
-            is_dir = stat.S_ISDIR(mode)
-            if not is_dir and not stat.S_ISREG(mode):
-                stats.skipped += 1
+            is_dir = stat.S_ISDIR(st.st_mode)
+            if not is_dir and not stat.S_ISREG(st.st_mode):
+                skipped += 1
                 continue
-            stats.scanned += 1
-            rel = _join(rel_dir, name)
+            scanned += 1
+            rel = f"{rel_dir}/{name}" if rel_dir else name
             old = known.pop(name, None)
             if is_dir and (descend or old is None or not old[1]):
                 stack.append(rel)
-            if is_dir:
-                kind, type_id, ext, size = FOLDER_KIND, None, "", 0
-            else:
-                ext = split_extension(name)
-                file_type = by_name(name)
-                kind = str(file_type.category) if file_type else UNKNOWN_KIND
-                type_id = file_type.id if file_type else None
-                size = st.st_size
             if old is None:
-                diff.inserts.append(
-                    (
-                        location_id,
-                        to_db_text(rel),
-                        to_db_text(name),
-                        ext,
-                        int(is_dir),
-                        size,
-                        st.st_mtime_ns,
-                        st.st_ino,
-                        kind,
-                        type_id,
-                    )
-                )
-                stats.added += 1
+                diff.inserts.append(describe(rel, name, is_dir, st))
+                added += 1
             elif old[1] != is_dir:
                 diff.deletes.append(old[0])
                 diff.deletes.extend(self.snapshot.subtree_ids(rel))
-                diff.inserts.append(
-                    (
-                        location_id,
-                        to_db_text(rel),
-                        to_db_text(name),
-                        ext,
-                        int(is_dir),
-                        size,
-                        st.st_mtime_ns,
-                        st.st_ino,
-                        kind,
-                        type_id,
-                    )
-                )
-                stats.modified += 1
-            elif old[2] != size or old[3] != st.st_mtime_ns or old[4] != st.st_ino:
-                diff.updates.append((size, st.st_mtime_ns, st.st_ino, kind, type_id, old[0]))
-                stats.modified += int(not is_dir)
+                diff.inserts.append(describe(rel, name, is_dir, st))
+                modified += 1
+            elif old[2] != (0 if is_dir else st.st_size) or old[3] != st.st_mtime_ns or old[4] != st.st_ino:
+                row = describe(rel, name, is_dir, st)
+                diff.updates.append((row[5], row[6], row[7], row[8], row[9], old[0]))
+                modified += int(not is_dir)
+        stats.scanned += scanned
+        stats.skipped += skipped
+        stats.added += added
+        stats.modified += modified
         for name, gone in known.items():
             diff.deletes.append(gone[0])
             if gone[1]:
                 diff.deletes.extend(self.snapshot.subtree_ids(_join(rel_dir, name)))
             stats.removed += 1
+
+    def _describe(self, rel: str, name: str, is_dir: bool, st: os.stat_result) -> tuple[Any, ...]:
+        """The ``entries`` row of a file or folder (columns of ENTRY_INSERT_COLUMNS)."""
+        if is_dir:
+            kind, type_id, ext, size = FOLDER_KIND, None, "", 0
+        else:
+            file_type = self.registry.identify_by_name(name)
+            kind = str(file_type.category) if file_type else UNKNOWN_KIND
+            type_id = file_type.id if file_type else None
+            ext, size = split_extension(name), st.st_size
+        return (
+            self.location.id,
+            to_db_text(rel),
+            to_db_text(name),
+            ext,
+            int(is_dir),
+            size,
+            st.st_mtime_ns,
+            st.st_ino,
+            kind,
+            type_id,
+        )
 
     def _write(self, diff: FolderDiff) -> None:
         if diff.deletes:

@@ -7,13 +7,13 @@ default one, which is created on first use.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from spacedrive.core._fs import write_atomically
 from spacedrive.core.db import connect, open_database
 from spacedrive.core.errors import LibraryError, LibraryNotFound
 
@@ -98,7 +98,7 @@ class LibraryManager:
         config = LibraryConfig(uuid.uuid4(), name, time.time())
         path = self.root / str(config.id)
         path.mkdir(parents=True, mode=0o700)
-        _write_atomically(path / CONFIG_FILE, json.dumps(config.to_json(), indent=2))
+        write_atomically(path / CONFIG_FILE, json.dumps(config.to_json(), indent=2).encode())
         return Library(path, config, open_database(path / DATABASE_FILE))
 
     def open(self, name_or_id: str | None = None) -> Library:
@@ -122,12 +122,3 @@ class LibraryManager:
 def _check_name(name: str) -> None:
     if not name.strip() or len(name) > 100 or any(ch in name for ch in "/\\\0"):
         raise LibraryError(f"invalid library name {name!r}: use 1 to 100 characters, no slashes")
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
