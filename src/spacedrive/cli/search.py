@@ -108,6 +108,7 @@ def search_command(
         out_console.print("no matches")
         return
     table = Table("name", "kind", "size", "modified", "path")
+    table.columns[4].overflow = "fold"  # the path is what people copy: never cut it
     for hit in hits:
         data = hit.to_json()
         table.add_row(

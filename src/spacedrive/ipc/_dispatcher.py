@@ -518,7 +518,10 @@ class Connection(asyncio.Protocol):
         if not isinstance(params, dict):
             return
         if self._on_log is not None:
-            self._on_log(params)
+            try:
+                self._on_log(params)
+            except Exception:
+                logger.exception("%s: log handler failed", self.name)
             return
         level = _LOG_LEVELS.get(str(params.get("level")), logging.INFO)
         extra = {"peer_data": params.get("data")}
@@ -606,6 +609,8 @@ class Connection(asyncio.Protocol):
     # -- outgoing ---------------------------------------------------------------------------
 
     def _send(self, message: Message | list[Message]) -> None:
+        # Written at once, not coalesced per loop iteration: measured slower (both latency and
+        # pipelined throughput), as it turns two processes streaming into stop-and-wait.
         transport = self._transport
         if transport is None or transport.is_closing():
             return
