@@ -173,7 +173,8 @@ def _job_row(db_path: Path) -> tuple[str, str, dict[str, Any]] | None:
     return None if row is None else (row[0], row[1], json.loads(row[2]))
 
 
-def test_an_index_killed_mid_job_resumes_from_its_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+def _interrupt_index_mid_job(data_dir: Path, tmp_path: Path, sig: signal.Signals) -> tuple[Path, str, int]:
+    """Start `location index` on 4,040 entries in small batches; send ``sig`` mid-way."""
     root = make_tree(tmp_path / "many", {f"d{i}/f{j}.txt": f"{i}/{j}" for i in range(40) for j in range(100)})
     library = sd_json(data_dir, "library", "show")
     db_path = Path(library["path"]) / "library.db"
@@ -181,7 +182,8 @@ def test_an_index_killed_mid_job_resumes_from_its_checkpoint(data_dir: Path, tmp
     proc = subprocess.Popen(
         [SPACEDRIVE, "--data-dir", str(data_dir), "location", "index", str(location["id"])],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "SPACEDRIVE_INDEX_BATCH": "50"},
     )
     deadline = time.monotonic() + WAIT_S
@@ -190,12 +192,30 @@ def test_an_index_killed_mid_job_resumes_from_its_checkpoint(data_dir: Path, tmp
         row = _job_row(db_path)
         if row and row[2]["phase"] == "content" and row[2]["after_id"] > 0:
             break
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=WAIT_S)
-    assert row is not None and row[1] == "running", "the index finished before it could be killed"
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=WAIT_S)
+    assert row is not None and row[1] == "running", "the index finished before it could be interrupted"
+    assert "Traceback" not in stderr
+    return db_path, row[0], proc.returncode
 
+
+def test_ctrl_c_during_an_index_queues_the_job_again_and_indexing_again_finishes_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    db_path, job_id, code = _interrupt_index_mid_job(data_dir, tmp_path, signal.SIGINT)
+    assert code == 130
+    row = _job_row(db_path)
+    assert row is not None and row[:2] == (job_id, "queued")
+    output = sd_json(data_dir, "location", "index", "1")  # indexing the location again carries on
+    assert output["identified"] == 4000
+    assert [j["id"] for j in sd_json(data_dir, "job", "list")] == [job_id]
+
+
+def test_an_index_killed_mid_job_resumes_from_its_checkpoint(data_dir: Path, tmp_path: Path) -> None:
+    db_path, job_id, code = _interrupt_index_mid_job(data_dir, tmp_path, signal.SIGKILL)
+    assert code == -signal.SIGKILL
     resumed = sd_json(data_dir, "job", "resume")
-    assert [(r["id"], r["status"]) for r in resumed] == [(row[0], "completed")]
+    assert [(r["id"], r["status"]) for r in resumed] == [(job_id, "completed")]
     assert resumed[0]["output"]["identified"] == 4000
     conn = sqlite3.connect(db_path)
     count, with_cas = conn.execute("SELECT count(*), count(cas_id) FROM entries").fetchone()

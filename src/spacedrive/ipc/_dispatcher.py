@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
@@ -94,6 +95,7 @@ CLOSE_TIMEOUT: Final = 5.0
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 64
 MAX_BATCH_LENGTH: Final = 1024
 _MAX_ABANDONED_IDS: Final = 4096
+_TIMER_SLACK: Final = 0.001  # a timer may fire this early (clock resolution)
 
 RequestHandler: TypeAlias = Callable[[RequestContext, Params], Awaitable[Any]]
 NotificationHandler: TypeAlias = Callable[[Params], Awaitable[None] | None]
@@ -114,12 +116,13 @@ _LOG_LEVELS: Final = {
 class _Pending:
     """An outgoing request waiting for its answer."""
 
-    __slots__ = ("future", "give_up_at", "method", "on_progress", "timeout", "timer")
+    __slots__ = ("deadline", "future", "give_up_at", "method", "on_progress", "timeout")
 
     def __init__(
         self,
         future: asyncio.Future[Any],
         method: str,
+        start: float,
         timeout: float,
         give_up_at: float,
         on_progress: ProgressHandler | None,
@@ -129,7 +132,7 @@ class _Pending:
         self.timeout = timeout
         self.give_up_at = give_up_at
         self.on_progress = on_progress
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = min(give_up_at, start + timeout)  # pushed back by progress, up to give_up_at
 
 
 class _Incoming:
@@ -213,6 +216,8 @@ class Connection(asyncio.Protocol):
         self._queue: deque[_Incoming] = deque()
         self._queued = 0
         self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
 
     # -- public API -------------------------------------------------------------------------
 
@@ -268,21 +273,19 @@ class Connection(asyncio.Protocol):
         now = loop.time()
         request_id = self._next_id
         self._next_id += 1
-        pending = _Pending(loop.create_future(), method, timeout, now + max_timeout, on_progress)
+        pending = _Pending(loop.create_future(), method, now, timeout, now + max_timeout, on_progress)
         if self._write_paused:
-            await self._wait_writable(pending, now + min(timeout, max_timeout))
+            await self._wait_writable(pending, pending.deadline)
         self._send_request(Request(request_id, method, params))
         self._pending[request_id] = pending
-        pending.timer = loop.call_at(now + min(timeout, max_timeout), self._expire, request_id)
+        if pending.deadline < self._timer_at:
+            self._arm_timer(pending.deadline)
         try:
             return await pending.future
         except asyncio.CancelledError:
             if self._pending.pop(request_id, None) is not None:
                 self._abandon(request_id)
             raise
-        finally:
-            if pending.timer is not None:
-                pending.timer.cancel()
 
     async def ping(self, max_wait: float = PING_TIMEOUT) -> None:
         """Round-trip a ``ping``; raises ``RequestTimeout`` if the peer does not answer in time."""
@@ -369,9 +372,9 @@ class Connection(asyncio.Protocol):
         self._lost = True
         if self._close_reason is None and exc is not None:
             self._close_reason = exc
+        if self._timer is not None:
+            self._timer.cancel()
         for pending in self._pending.values():
-            if pending.timer is not None:
-                pending.timer.cancel()
             if not pending.future.done():
                 pending.future.set_exception(self._closed_error())
         for waiter in self._drain_waiters:
@@ -462,8 +465,6 @@ class Connection(asyncio.Protocol):
             else:
                 raise ProtocolError(f"response to unknown request id {response.id!r}")
             return
-        if pending.timer is not None:
-            pending.timer.cancel()
         if pending.future.done():
             return
         if type(response) is Response:
@@ -502,12 +503,9 @@ class Connection(asyncio.Protocol):
     def _on_progress(self, params: Params) -> None:
         token = params.get("token") if isinstance(params, dict) else None
         pending = self._pending.get(token) if _is_id(token) else None
-        if pending is None or pending.timer is None:
+        if pending is None:
             return
-        loop = asyncio.get_running_loop()
-        pending.timer.cancel()
-        deadline = min(loop.time() + pending.timeout, pending.give_up_at)
-        pending.timer = loop.call_at(deadline, self._expire, token)
+        pending.deadline = min(asyncio.get_running_loop().time() + pending.timeout, pending.give_up_at)
         if pending.on_progress is not None:
             try:
                 pending.on_progress(cast(dict[str, Any], params))
@@ -635,10 +633,24 @@ class Connection(asyncio.Protocol):
             if fallback:
                 self._send(fallback if isinstance(reply, list) else fallback[0])
 
+    def _arm_timer(self, when: float) -> None:
+        """One timer per connection, set for the earliest deadline (cheaper than one per request)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = when
+        self._timer = asyncio.get_running_loop().call_at(when, self._sweep)
+
+    def _sweep(self) -> None:
+        """Fail every request past its deadline; re-arm the timer for the next deadline."""
+        self._timer, self._timer_at = None, math.inf
+        now = asyncio.get_running_loop().time() + _TIMER_SLACK
+        for request_id in [rid for rid, pending in self._pending.items() if pending.deadline <= now]:
+            self._expire(request_id)
+        if self._pending:
+            self._arm_timer(min(pending.deadline for pending in self._pending.values()))
+
     def _expire(self, request_id: Id) -> None:
-        pending = self._pending.pop(request_id, None)
-        if pending is None:
-            return
+        pending = self._pending.pop(request_id)
         self._abandon(request_id)
         if not pending.future.done():
             message = f"{pending.method!r} got no answer or progress in time"
