@@ -48,7 +48,7 @@ __all__ = [
 ]
 
 #: Entries scanned per walk transaction (and checkpoint).
-BATCH_ENTRIES = 4000
+BATCH_ENTRIES = 10_000
 #: Files read per content-identity transaction (and checkpoint).
 CONTENT_BATCH = 1000
 #: Environment variable that overrides both batch sizes (tests use small batches).
