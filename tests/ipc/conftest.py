@@ -34,12 +34,14 @@ class RawPeer(asyncio.Protocol):
     def __init__(self) -> None:
         self.decoder = FrameDecoder()
         self.frames: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: the connection closed
+        self.connected = asyncio.Event()
         self.closed = asyncio.Event()
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.connected.set()
 
     def data_received(self, data: bytes) -> None:
         for frame in self.decoder.feed(data):
@@ -116,6 +118,8 @@ class Link:
         await loop.create_unix_connection(lambda: client, str(self.socket_path))
         async with asyncio.timeout(WAIT):
             await accepted.wait()
+            if isinstance(client, RawPeer):  # uvloop may call connection_made a little later
+                await client.connected.wait()
 
 
 @pytest.fixture

@@ -14,12 +14,17 @@ from spacedrive.ipc import (
     NotFound,
     Params,
     ProtocolError,
+    Request,
     RequestContext,
     RequestTimeout,
+    Response,
     UsageError,
+    encode_frame,
+    encode_message,
+    memory_pipe,
 )
 
-from .conftest import WAIT, Link
+from .conftest import WAIT, Link, RawPeer
 
 
 async def echo(ctx: RequestContext, params: Params) -> Any:
@@ -100,7 +105,7 @@ async def test_ping_is_answered_by_the_connection_itself(link: Link) -> None:
     async with link(client, server), asyncio.timeout(WAIT):
         await client.ping()
         await server.ping()
-        assert await client.request("ping") == {}
+        assert await client.request("ping") is None
 
 
 async def test_notifications_reach_sync_and_async_handlers(link: Link) -> None:
@@ -307,3 +312,54 @@ async def test_a_peer_that_closes_fails_our_pending_requests(link: Link) -> None
             await asyncio.gather(client.request("hang"), close_server_once_started())
         assert not isinstance(caught.value, ProtocolError)
         await client.wait_closed()
+
+
+async def test_closing_cancels_notification_handlers_still_running(link: Link) -> None:
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def slow(params: Params) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()  # never set: ends when the connection closes
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    client, server = Connection(), Connection(notification_handlers={"slow": slow})
+    async with link(client, server), asyncio.timeout(WAIT):
+        client.notify("slow")
+        await started.wait()
+        server.close()
+        await cancelled.wait()
+
+
+async def test_handlers_can_be_added_after_the_connection_is_made(link: Link) -> None:
+    seen = asyncio.Event()
+    client, server = Connection(), Connection()
+    async with link(client, server), asyncio.timeout(WAIT):
+        server.set_handler("echo", echo)
+        server.set_notification_handler("seen", lambda params: seen.set())
+        assert await client.request("echo", [1]) == [1]
+        client.notify("seen")
+        await seen.wait()
+
+
+async def test_a_connection_can_be_entered_only_once(link: Link) -> None:
+    client, server = Connection(), Connection()
+    async with link(client, server):
+        with pytest.raises(UsageError):
+            await client.__aenter__()
+
+
+def test_a_concurrency_limit_below_one_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        Connection(max_concurrent_requests=0)
+
+
+async def test_data_read_before_the_connection_is_entered_is_handled_once_it_is() -> None:
+    peer, server = RawPeer(), Connection({"echo": echo})
+    memory_pipe(peer, server)
+    server.data_received(encode_frame(encode_message(Request("early", "echo", [1]))))  # as uvloop may
+    async with server, asyncio.timeout(WAIT):
+        assert await peer.receive() == Response("early", [1])
+        assert server.close_reason is None

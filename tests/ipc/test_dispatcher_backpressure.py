@@ -98,7 +98,7 @@ async def test_ping_and_cancel_are_still_read_while_requests_wait_for_a_slot(lin
         cancelled = await peer.receive()
         assert isinstance(cancelled, ErrorResponse)
         assert (cancelled.id, cancelled.error.code) == (3, ErrorCode.REQUEST_CANCELLED)
-        assert await peer.receive() == Response(4, {})
+        assert await peer.receive() == Response(4, None)
         gate.release.set()
         replies = [await peer.receive(), await peer.receive()]
     assert sorted(replies, key=str) == [Response(1, None), Response(2, None)]

@@ -68,7 +68,7 @@ async def test_a_request_cancelled_before_its_handler_started_is_answered_once(l
         first, second = await peer.receive(), await peer.receive()
     assert isinstance(first, ErrorResponse)
     assert (first.id, first.error.code) == (1, ErrorCode.REQUEST_CANCELLED)
-    assert second == Response(2, {})
+    assert second == Response(2, None)
     assert not ran.is_set()
 
 
@@ -78,7 +78,7 @@ async def test_a_cancel_for_an_unknown_or_answered_id_is_ignored(link: Link) -> 
         peer.send(Request(1, "work", {"steps": 0}))
         assert await peer.receive() == Response(1, "done")
         peer.send(cancel(1), cancel(99), Notification("$/cancel", ["bad"]), Request(2, "ping"))
-        assert await peer.receive() == Response(2, {})
+        assert await peer.receive() == Response(2, None)
     assert server.close_reason is None
 
 
@@ -93,7 +93,7 @@ async def test_cancel_racing_a_finishing_handler_still_gives_exactly_one_answer_
             peer.send(cancel(request_id))
         replies = [await peer.receive() for _ in range(count)]
         peer.send(Request("last", "ping"))
-        assert await peer.receive() == Response("last", {})
+        assert await peer.receive() == Response("last", None)
         assert peer.frames.empty()
     ids = Counter(reply.id for reply in replies if isinstance(reply, Response | ErrorResponse))
     assert ids == Counter(range(count))
@@ -123,8 +123,8 @@ async def test_a_handler_that_ignores_cancellation_answers_with_its_result_once(
         peer.send(cancel(1), cancel(1), Request(2, "ping"))
         replies = [await peer.receive(), await peer.receive()]
         peer.send(Request(3, "ping"))
-        assert await peer.receive() == Response(3, {})
-    assert sorted(replies, key=str) == [Response(1, "finished anyway"), Response(2, {})]
+        assert await peer.receive() == Response(3, None)
+    assert sorted(replies, key=str) == [Response(1, "finished anyway"), Response(2, None)]
 
 
 async def test_cancelling_the_caller_cancels_the_handler_at_the_peer(link: Link) -> None:

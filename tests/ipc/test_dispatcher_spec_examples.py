@@ -125,10 +125,10 @@ async def test_the_connection_answers_each_specification_example_as_specified(
         replies = [await peer.receive_json() for _ in range(1 if expected is None else 2)]
         peer.send(Request("last", "ping"))
         replies.append(await peer.receive_json())
-    pong = {"jsonrpc": "2.0", "id": "after", "result": {}}
+    pong = {"jsonrpc": "2.0", "id": "after", "result": None}
     assert pong in replies
     replies.remove(pong)
-    assert replies.pop() == {"jsonrpc": "2.0", "id": "last", "result": {}}
+    assert replies.pop() == {"jsonrpc": "2.0", "id": "last", "result": None}
     assert [canonical(reply) for reply in replies] == (
         [] if expected is None else [canonical(msgspec.json.decode(expected))]
     )

@@ -19,6 +19,7 @@ from spacedrive.ipc import (
     PermissionDenied,
     ProcessCrashed,
     ProtocolError,
+    ProtocolVersionMismatch,
     RateLimitExceeded,
     RequestCancelled,
     RequestTimeout,
@@ -43,6 +44,7 @@ WIRE_CLASSES: list[type[IntegrationError]] = [
     ConfigurationError,
     RequestTimeout,
     RequestCancelled,
+    ProtocolVersionMismatch,
 ]
 
 

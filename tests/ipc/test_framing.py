@@ -156,8 +156,8 @@ def test_a_zero_length_frame_is_a_protocol_error() -> None:
         FrameDecoder().feed(header(0))
 
 
-def test_the_reserved_bit_is_a_protocol_error() -> None:
-    with pytest.raises(ProtocolError, match="reserved bit"):
+def test_the_compression_bit_is_a_protocol_error_until_compression_exists() -> None:
+    with pytest.raises(ProtocolError, match="compression was not negotiated"):
         FrameDecoder(accept_stream_frames=True).feed(header(0x4000_0002) + b"{}")
 
 

@@ -17,16 +17,19 @@ Each incoming request runs in its own task. ``$/cancel`` cancels it and it is an
 finishes first. At most ``max_concurrent_requests`` handlers run at once and as many again may
 wait; past that the connection stops reading (``transport.pause_reading()``), and it also stops
 reading while the transport's write buffer is full, so a peer that does not read its answers
-cannot make us buffer without bound. ``ping`` is answered at once, without a task.
+cannot make us buffer without bound. ``ping``, ``$/cancel`` and ``$/progress`` are handled as
+soon as they are read, without a task and never queued behind handlers (but while reading is
+paused they wait in the socket like everything else: a peer that saturates us sees its pings
+delayed). Outgoing timeouts share one timer per connection, set for the earliest deadline.
 
 A handler's exception becomes a JSON-RPC error through ``error_to_wire`` (no traceback on the
 wire). A peer that breaks the protocol (bad frame, duplicate id in flight, a response to an id
-never sent) gets a last error message and its connection is aborted: every request pending
-on it fails with ``ProtocolError``; other connections are untouched.
+never sent) is sent nothing more and its connection is aborted (``docs/protocol.md``): every
+request pending on it fails with ``ProtocolError``; other connections are untouched.
 
-Methods reserved by the protocol: ``ping``; ``$/cancel`` ``{"id"}``; ``$/progress``
-``{"token", "progress"?, "total"?, "message"?}`` (token = the request id); ``$/log``
-``{"level", "message", "data"?}``.
+Methods reserved by the protocol: ``ping`` (result ``null``); ``$/cancel`` ``{"id"}``;
+``$/progress`` ``{"token", "progress"?, "total"?, "message"?}`` (token = the request id);
+``$/log`` ``{"level", "message", "data"?}``.
 """
 
 from __future__ import annotations
@@ -218,6 +221,8 @@ class Connection(asyncio.Protocol):
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
+        self._notification_tasks: set[asyncio.Task[None]] = set()
+        self._early: list[bytes] = []  # read before the context was entered
 
     # -- public API -------------------------------------------------------------------------
 
@@ -264,7 +269,8 @@ class Connection(asyncio.Protocol):
         Raises ``RequestTimeout`` after ``idle_timeout`` seconds without an answer or progress
         (and after ``max_timeout`` in any case; both default to the connection's settings),
         ``ConnectionClosed`` (``ProtocolError`` if the peer misbehaved) if the connection ends
-        first, ``UsageError`` if ``params`` cannot be sent.
+        first, ``UsageError`` if ``params`` cannot be sent. Cancelling the caller sends
+        ``$/cancel`` to the peer.
         """
         self._check_open()
         loop = asyncio.get_running_loop()
@@ -320,6 +326,9 @@ class Connection(asyncio.Protocol):
                 await self._connected.wait()
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
         self._update_reading()
         return self
 
@@ -348,6 +357,11 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._lost or self._close_reason is not None:
+            return
+        if self._tg is None:  # some loops (uvloop) start reading despite connection_made's pause
+            self._early.append(data)
+            self._reading = False
+            cast(asyncio.Transport, self._transport).pause_reading()
             return
         try:
             for frame in self._decoder.feed(data):
@@ -383,6 +397,8 @@ class Connection(asyncio.Protocol):
         for entry in self._incoming.values():
             if entry.task is not None:
                 entry.task.cancel()
+        for task in self._notification_tasks:
+            task.cancel()
         self._pending.clear()
         self._incoming.clear()
         self._queue.clear()
@@ -438,7 +454,7 @@ class Connection(asyncio.Protocol):
         handler = self._handlers.get(request.method)
         if handler is None:
             if request.method == "ping":
-                self._answer(Response(request_id, {}), batch)
+                self._answer(Response(request_id, None), batch)
             else:
                 reason = f"no method {request.method!r}"
                 reply = _error_reply(request_id, ErrorCode.METHOD_NOT_FOUND, "Method not found", reason)
@@ -532,7 +548,9 @@ class Connection(asyncio.Protocol):
             logger.exception("%s: notification handler for %r failed", self.name, method)
             return
         if inspect.isawaitable(result) and self._tg is not None and not self._lost:
-            self._tg.create_task(self._await_notification_handler(method, result))
+            task = self._tg.create_task(self._await_notification_handler(method, result))
+            self._notification_tasks.add(task)
+            task.add_done_callback(self._notification_tasks.discard)
 
     async def _await_notification_handler(self, method: str, result: Awaitable[None]) -> None:
         try:
@@ -691,15 +709,11 @@ class Connection(asyncio.Protocol):
         return error
 
     def _protocol_failure(self, exc: ProtocolError) -> None:
-        """The peer broke the protocol: tell it why (best effort) and drop the connection."""
+        """The peer broke the protocol: send nothing more, drop the connection, log why."""
         logger.warning("%s: closing the connection: the peer broke the protocol: %s", self.name, exc)
         self._close_reason = exc
-        notice = _error_reply(None, ErrorCode.PROTOCOL_ERROR, "Protocol error", str(exc))
-        try:
-            self._send(notice)
-        finally:
-            if self._transport is not None:
-                self._transport.abort()
+        if self._transport is not None:
+            self._transport.abort()
 
 
 def _is_id(value: object) -> bool:

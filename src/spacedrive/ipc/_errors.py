@@ -20,6 +20,7 @@ peer's fault and never goes on the wire as such::
     │   ├── ConfigurationError           -32007  ┘
     │   ├── RequestTimeout               -32008  the request outlived its deadline
     │   ├── RequestCancelled             -32009  the request was cancelled ($/cancel)
+    │   ├── ProtocolVersionMismatch      -32012  handshake: no protocol version in both ranges
     │   └── ConnectionClosed             -32010  the connection ended before the answer
     │       └── ProtocolError            -32011  the PEER misbehaved; the connection is closed
     └── UsageError (RuntimeError)                YOU misused the API (a bug in the caller)
@@ -27,23 +28,25 @@ peer's fault and never goes on the wire as such::
 Application codes live in the range JSON-RPC reserves for implementation-defined server
 errors, -32000 to -32099:
 
-=======  ====================  ===============================================================
-code     class                 meaning
-=======  ====================  ===============================================================
--32000   IntegrationError      generic application error (also: any unknown code, kept as is)
--32001   NotFound              the integration, method target, file or object does not exist
--32002   ProcessCrashed        the integration process died with the request in flight
--32003   AuthenticationFailed  credentials missing, expired or refused by the remote service
--32004   RateLimitExceeded     the remote service throttled us; ``data`` may hold retry hints
--32005   NetworkError          the remote service could not be reached
--32006   PermissionDenied      the manifest does not grant this core API or resource
--32007   ConfigurationError    the integration's configuration is invalid or incomplete
--32008   RequestTimeout        no answer (and no progress) before the deadline
--32009   RequestCancelled      cancelled by the requester (``$/cancel``) before it finished
--32010   ConnectionClosed      local only: this connection ended while the request was pending
--32011   ProtocolError         local only: the peer broke the protocol, the connection closed
--32012   (reserved)            -32012 to -32099 are reserved for future protocol errors
-=======  ====================  ===============================================================
+=======  =======================  ============================================================
+code     class                    meaning
+=======  =======================  ============================================================
+-32000   IntegrationError         generic application error (also: any unknown code, kept)
+-32001   NotFound                 the integration, file or object does not exist
+-32002   ProcessCrashed           the integration process died with the request in flight
+-32003   AuthenticationFailed     credentials missing, expired or refused by the remote service
+-32004   RateLimitExceeded        the remote service throttled us; ``data`` may hold retry hints
+-32005   NetworkError             the remote service could not be reached
+-32006   PermissionDenied         the manifest does not grant this core API or resource
+-32007   ConfigurationError       the integration's configuration is invalid or incomplete
+-32008   RequestTimeout           no answer (and no progress) before the deadline
+-32009   RequestCancelled         cancelled by the requester (``$/cancel``) before it finished
+-32010   ConnectionClosed         local only: the connection ended with the request pending
+-32011   ProtocolError            local only: the peer broke the protocol; connection closed
+-32012   ProtocolVersionMismatch  ``initialize``: the version ranges do not overlap; ``data``
+                                  is ``{"core": {"min", "max"}, "integration": {...}}``
+-32013   (reserved)               -32013 to -32099 are reserved for future protocol errors
+=======  =======================  ============================================================
 
 ``error_to_wire`` turns any exception into a JSON-RPC error object (unknown exceptions become
 ``InternalError`` with a generic message: no traceback, no ``str(exc)`` of foreign exceptions
@@ -75,6 +78,7 @@ __all__ = [
     "PermissionDenied",
     "ProcessCrashed",
     "ProtocolError",
+    "ProtocolVersionMismatch",
     "RateLimitExceeded",
     "RequestCancelled",
     "RequestTimeout",
@@ -105,6 +109,7 @@ class ErrorCode(IntEnum):
     REQUEST_CANCELLED = -32009
     CONNECTION_CLOSED = -32010
     PROTOCOL_ERROR = -32011
+    PROTOCOL_VERSION_MISMATCH = -32012
 
 
 class IntegrationError(Exception):
@@ -198,6 +203,13 @@ class RequestCancelled(IntegrationError):
     default_message = "Request cancelled"
 
 
+class ProtocolVersionMismatch(IntegrationError):
+    """The handshake found no protocol version both sides speak; the message names both ranges."""
+
+    default_code = ErrorCode.PROTOCOL_VERSION_MISMATCH
+    default_message = "Protocol version mismatch"
+
+
 class ConnectionClosed(IntegrationError):
     """The connection ended (cleanly or not) while something still depended on it."""
 
@@ -249,6 +261,7 @@ _BY_CODE: dict[int, type[IntegrationError]] = {
         ConfigurationError,
         RequestTimeout,
         RequestCancelled,
+        ProtocolVersionMismatch,
     )
 }
 

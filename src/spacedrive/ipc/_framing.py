@@ -6,12 +6,12 @@ Every frame starts with one 4-byte big-endian *length word*::
 
      31  30  29                                                    0
     +---+---+-------------------------------------------------------+
-    | S | R |                 L: payload length                      |
+    | S | Z |                 L: payload length                      |
     +---+---+-------------------------------------------------------+
     |                     L bytes of payload ...                    |
 
 * ``S`` (bit 31) = 0: a **JSON frame**; the payload is one UTF-8 JSON-RPC 2.0 message or batch.
-  With ``S`` and ``R`` both 0 the word *is* the payload length, so a JSON frame is exactly
+  With ``S`` and ``Z`` both 0 the word *is* the payload length, so a JSON frame is exactly
   "4-byte big-endian length, then the JSON": the cheapest possible format, and what a peer
   in any language writes without knowing about streams.
 * ``S`` = 1: a **stream frame** carrying raw bytes of a multiplexed binary stream (bulk data
@@ -25,8 +25,9 @@ Every frame starts with one 4-byte big-endian *length word*::
   Stream frames are legal only after both sides negotiated streams in the handshake; a
   decoder built without ``accept_stream_frames=True`` treats one as a protocol error. Opening
   streams, flow-control windows and errors travel as JSON notifications, not in this layer.
-* ``R`` (bit 30) is reserved for one future negotiated extension (e.g. compressed frames) and
-  must be 0.
+* ``Z`` (bit 30) = 1 will mean "the payload is one zstd frame" once both sides negotiated
+  compression (``docs/protocol.md``); this decoder does not decompress yet, so ``Z`` is
+  always a protocol error here.
 
 ``L`` is at least 1 (a JSON frame is never empty; a stream frame holds at least its 5-byte
 header) and at most the decoder's ``max_frame_size`` (default 16 MiB, configurable up to
@@ -254,7 +255,8 @@ class FrameDecoder:
             )
         if word & _RESERVED_BIT:
             raise ProtocolError(
-                f"length word {word:#010x}: reserved bit 30 is set "
+                f"length word {word:#010x}: the compression bit (30) is set, but compression "
+                "was not negotiated "
                 f"(or a frame of {word} bytes, above the maximum of {self._max})"
             )
         if length > self._max:
