@@ -360,8 +360,6 @@ class IndexerJob(Job):
     name = "indexer"
     version = 1
 
-    registry: FileTypeRegistry | None = None
-
     @classmethod
     def for_location(cls, location: Location, batch: int | None = None) -> IndexerJob:
         """A fresh job; ``batch`` (default: env ``SPACEDRIVE_INDEX_BATCH``) sets the batch sizes."""
@@ -384,7 +382,7 @@ class IndexerJob(Job):
     async def run(self, ctx: JobContext) -> dict[str, Any]:
         locations = LocationManager(ctx.library, device_id="")
         location = locations.get(self.state["location_id"])
-        registry = self.registry or FileTypeRegistry.builtin()
+        registry = ctx.services.get("registry") or FileTypeRegistry.builtin()
         conn = ctx.library.connect()
         try:
             batch = self.state.get("batch")

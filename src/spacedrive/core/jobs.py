@@ -32,7 +32,7 @@ import sqlite3
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -159,6 +159,7 @@ class JobContext:
         self.system = system
         self.library = system.library
         self.bus = system.bus
+        self.services = system.services
         self.job_id = job_id
         self.job = job
         self._pause = asyncio.Event()
@@ -233,9 +234,12 @@ class JobSystem:
         job_types: Iterable[type[Job]] = (),
         *,
         max_concurrent: int = DEFAULT_MAX_CONCURRENT_JOBS,
+        services: Mapping[str, Any] | None = None,
     ) -> None:
         self.library = library
         self.bus = bus
+        #: Shared objects jobs may use (e.g. the file type registry), by name.
+        self.services: Mapping[str, Any] = services or {}
         self._types: dict[str, type[Job]] = {}
         for job_type in job_types:
             self.register(job_type)

@@ -39,8 +39,13 @@ class Core:
         return FileTypeRegistry.builtin()
 
     def job_system(self, max_concurrent: int = DEFAULT_MAX_CONCURRENT_JOBS) -> JobSystem:
-        IndexerJob.registry = self.registry
-        return JobSystem(self.library, self.bus, [IndexerJob], max_concurrent=max_concurrent)
+        return JobSystem(
+            self.library,
+            self.bus,
+            [IndexerJob],
+            max_concurrent=max_concurrent,
+            services={"registry": self.registry},
+        )
 
     def close(self) -> None:
         self.library.close()
