@@ -51,6 +51,8 @@ __all__ = [
 BATCH_ENTRIES = 10_000
 #: Files read per content-identity transaction (and checkpoint).
 CONTENT_BATCH = 1000
+#: WAL size (in 4 KiB pages) after which the indexer's connection checkpoints.
+WAL_CHECKPOINT_PAGES = 16_384
 #: Environment variable that overrides both batch sizes (tests use small batches).
 BATCH_ENV = "SPACEDRIVE_INDEX_BATCH"
 FOLDER_KIND = "Folder"
@@ -384,6 +386,9 @@ class IndexerJob(Job):
         location = locations.get(self.state["location_id"])
         registry = ctx.services.get("registry") or FileTypeRegistry.builtin()
         conn = ctx.library.connect()
+        # Bulk writes: checkpoint the WAL into the database every 64 MiB instead of every
+        # 4 MiB (fewer, larger checkpoints: about 15% of a shallow index's time).
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         try:
             batch = self.state.get("batch")
             sizes = {"walk_batch": batch, "content_batch": batch} if batch else {}
