@@ -1,0 +1,102 @@
+"""What a handler receives: its request (cancellation, progress, logs) and the session (config, core)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spacedrive.ipc._context import RequestContext
+from spacedrive.ipc._dispatcher import Connection, ProgressHandler
+from spacedrive.ipc._handshake import Features, PeerInfo, Permissions
+from spacedrive.ipc._jsonrpc import Id, Params
+
+__all__ = ["Context", "CoreClient", "Session"]
+
+
+class CoreClient:
+    """Calls the core's APIs (``core.*``); each needs its permission in the manifest's ``core_apis``.
+
+    ``await ctx.core.request("core.locations.list")``: a refused API raises ``PermissionDenied``.
+    """
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    async def request(
+        self,
+        method: str,
+        params: Params = None,
+        *,
+        idle_timeout: float | None = None,
+        on_progress: ProgressHandler | None = None,
+    ) -> Any:
+        """Call ``method`` on the core; ``idle_timeout`` is reset by each progress report."""
+        return await self._connection.request(
+            method, params, idle_timeout=idle_timeout, on_progress=on_progress
+        )
+
+    def notify(self, method: str, params: Params = None) -> None:
+        self._connection.notify(method, params)
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What ``initialize`` established: it lasts as long as the connection."""
+
+    integration_id: str
+    protocol_version: int
+    core_info: PeerInfo
+    config: dict[str, Any]
+    permissions: Permissions
+    features: Features
+    core: CoreClient
+
+
+class Context:
+    """The context of one call to a handler.
+
+    ``cancelled`` turns true when the core cancels the request (the handler's task is also
+    cancelled: its next ``await`` raises ``CancelledError``, and the core gets
+    ``RequestCancelled``). ``progress`` reports progress and keeps the core from timing out;
+    ``log`` sends a ``$/log`` message.
+    """
+
+    __slots__ = ("_request", "session")
+
+    def __init__(self, request: RequestContext, session: Session) -> None:
+        self._request = request
+        self.session = session
+
+    @property
+    def cancelled(self) -> bool:
+        return self._request.cancelled
+
+    @property
+    def request_id(self) -> Id:
+        return self._request.request_id
+
+    @property
+    def method(self) -> str:
+        return self._request.method
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The integration's configuration, as validated by the core."""
+        return self.session.config
+
+    @property
+    def permissions(self) -> Permissions:
+        return self.session.permissions
+
+    @property
+    def core(self) -> CoreClient:
+        return self.session.core
+
+    def progress(
+        self, progress: float | None = None, total: float | None = None, message: str | None = None
+    ) -> None:
+        self._request.progress(progress, total, message)
+
+    def log(self, level: str, message: str, data: Any = None) -> None:
+        """``level`` is ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``."""
+        self._request.log(level, message, data)
