@@ -97,4 +97,23 @@ CREATE TABLE jobs (
 CREATE INDEX jobs_by_status ON jobs (status);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1_DEVICES_LOCATIONS + _V1_ENTRIES + _V1_JOBS,)
+_V2_INTEGRATIONS = """
+-- Per-library settings of integrations (spacedrive.integrations.config). Installation is per
+-- data dir (<data dir>/integrations); enabling and configuring is per library.
+CREATE TABLE integrations (
+    id              TEXT PRIMARY KEY,                 -- the manifest's id
+    enabled         INTEGER NOT NULL DEFAULT 0 CHECK (enabled IN (0, 1)),
+    config          BLOB NOT NULL DEFAULT '{}',       -- JSON object, as validated at enable
+    config_version  TEXT,                             -- integration version it was validated against
+    state           TEXT,                             -- NULL, or 'failed' (set by the supervisor)
+    failed_reason   TEXT,
+    failed_at       REAL,
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (
+    _V1_DEVICES_LOCATIONS + _V1_ENTRIES + _V1_JOBS,
+    _V2_INTEGRATIONS,
+)

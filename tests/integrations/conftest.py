@@ -1,0 +1,39 @@
+"""Fixtures of the integration tests: a package manager on a fresh data dir, signing keys."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from spacedrive.integrations.packages import PackageManager
+
+
+@pytest.fixture
+def packages(data_dir: Path) -> PackageManager:
+    return PackageManager(data_dir)
+
+
+@pytest.fixture
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def trust(data_dir: Path, key: Ed25519PrivateKey, name: str = "acme.pub", form: str = "raw") -> Path:
+    """Add ``key``'s public half to ``<data dir>/trusted-keys`` in one of the accepted forms."""
+    public = key.public_key()
+    if form == "raw":
+        data = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    elif form == "pem":
+        data = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    else:
+        data = public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    folder = data_dir / "trusted-keys"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_bytes(data)
+    return path
