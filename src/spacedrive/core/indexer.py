@@ -20,7 +20,6 @@ and left as they were in the database. Names that are not valid UTF-8 are kept a
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sqlite3
 import stat
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spacedrive.core import content_id
+from spacedrive.core._threads import run_blocking
 from spacedrive.core.db import from_db_text, to_db_text, transaction
 from spacedrive.core.entries import insert_entries
 from spacedrive.core.errors import LocationError
@@ -416,7 +416,7 @@ class IndexerJob(Job):
                 ctx.commit_state(state)
 
             ctx.progress(stats.scanned, None, "scanning folders")
-            await asyncio.to_thread(indexer.walk_batch, stack, stats, checkpoint)
+            await run_blocking(indexer.walk_batch, stack, stats, checkpoint)
             ctx.progress(stats.scanned, None, "scanning folders")
             await ctx.check()
         if self.state["phase"] == "walk":  # an empty stack from the start
@@ -425,7 +425,7 @@ class IndexerJob(Job):
     async def _content(self, ctx: JobContext, indexer: LocationIndexer, stats: IndexStats) -> None:
         after_id = int(self.state["after_id"])
         done_before = stats.identified
-        total = done_before + await asyncio.to_thread(indexer.pending_content, after_id)
+        total = done_before + await run_blocking(indexer.pending_content, after_id)
         while True:
 
             def checkpoint(conn: sqlite3.Connection, last_id: int) -> None:
@@ -434,7 +434,7 @@ class IndexerJob(Job):
                 ctx.commit_state(state)
 
             ctx.progress(stats.identified, total, "identifying contents")
-            last = await asyncio.to_thread(indexer.content_batch, after_id, stats, checkpoint)
+            last = await run_blocking(indexer.content_batch, after_id, stats, checkpoint)
             if last is None:
                 break
             after_id = last

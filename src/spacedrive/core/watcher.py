@@ -15,6 +15,7 @@ from pathlib import Path
 
 import watchfiles
 
+from spacedrive.core._threads import run_blocking
 from spacedrive.core.events import EntriesChanged
 from spacedrive.core.indexer import IndexStats, LocationIndexer
 from spacedrive.core.locations import Location
@@ -66,7 +67,7 @@ async def watch_location(
             if not changes:
                 continue
             folders = changed_folders(location.root, (path for _, path in changes))
-            stats = await asyncio.to_thread(_apply, indexer, folders)
+            stats = await run_blocking(_apply, indexer, folders)
             event = EntriesChanged(location.id, stats.added, stats.modified, stats.removed)
             core.bus.publish(event)
             if report is not None:
