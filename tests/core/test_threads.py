@@ -6,6 +6,7 @@ import threading
 from spacedrive.core._threads import run_blocking
 
 WAIT_S = 5.0
+BATCH_S = 0.3  # how long the simulated batch goes on after the cancel
 
 
 async def test_a_cancelled_caller_waits_for_its_thread_before_unwinding() -> None:
@@ -27,8 +28,10 @@ async def test_a_cancelled_caller_waits_for_its_thread_before_unwinding() -> Non
     task = asyncio.create_task(caller())
     async with asyncio.timeout(WAIT_S):
         await asyncio.to_thread(started.wait, WAIT_S)
+    # The batch "runs" a little longer after the cancel: without the fix, the caller's
+    # finally would run at once, before the thread is done.
+    threading.Timer(BATCH_S, release.set).start()
     task.cancel()
-    release.set()
     async with asyncio.timeout(WAIT_S):
         await asyncio.gather(task, return_exceptions=True)
     assert task.cancelled()
