@@ -12,7 +12,14 @@ from typing import Any
 import pytest
 
 from spacedrive.ipc import _launch
-from spacedrive.ipc._errors import ConfigurationError, NotFound, ProtocolVersionMismatch, RequestCancelled
+from spacedrive.ipc._errors import (
+    ConfigurationError,
+    InvalidParams,
+    NotFound,
+    PermissionDenied,
+    ProtocolVersionMismatch,
+    RequestCancelled,
+)
 from spacedrive.ipc._handshake import FileTypeHandler, PeerInfo, VersionRange
 from spacedrive.ipc._launch import HandshakeTimeout, ProcessExitedEarly, launch
 
@@ -80,7 +87,8 @@ async def test_the_python_example_answers_a_method_over_each_transport(
                 processing_modes=["metadata", "validate"],
             )
         ]
-        result = await peer.connection.request("filetype.extract_metadata", {"path": "/notes.md"})
+        notes = str(folder / "notes.md")
+        result = await peer.connection.request("filetype.extract_metadata", {"path": notes})
         assert result == {
             "metadata": {"bytes": 46, "characters": 46, "lines": 5, "words": 9, "headings": ["Title", "Part"]}
         }
@@ -113,7 +121,8 @@ async def test_the_core_sees_progress_and_a_cancelled_request_gets_request_cance
         first_progress.set()
 
     async with asyncio.timeout(WAIT), example(folder, transport, runtime_dir, config=config) as peer:
-        request = peer.connection.request("filetype.validate", {"path": "slow.txt"}, on_progress=on_progress)
+        slow_txt = {"path": str(folder / "slow.txt")}
+        request = peer.connection.request("filetype.validate", slow_txt, on_progress=on_progress)
         slow = asyncio.ensure_future(request)
         await first_progress.wait()
         assert progress[0]["total"] == SLOW_FILE_SIZE and progress[0]["progress"] == 100
@@ -126,10 +135,52 @@ async def test_the_core_sees_progress_and_a_cancelled_request_gets_request_cance
 
 async def test_a_finished_validation_reports_its_errors(folder: Path, runtime_dir: Path) -> None:
     async with asyncio.timeout(WAIT), example(folder, "unix", runtime_dir) as peer:
-        result = await peer.connection.request("filetype.validate", {"path": "broken.txt"})
+        result = await peer.connection.request("filetype.validate", {"path": str(folder / "broken.txt")})
         assert result == {"valid": False, "errors": ["not UTF-8 at offset 4: invalid start byte"]}
-        with pytest.raises(NotFound):
-            await peer.connection.request("filetype.validate", {"path": "missing.txt"})
+        missing = str(folder / "missing.txt")
+        with pytest.raises(NotFound) as excinfo:
+            await peer.connection.request("filetype.validate", {"path": missing})
+        assert excinfo.value.data == {"path": missing, "errno": "ENOENT"}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_the_python_example_refuses_a_relative_path_with_invalid_params(
+    folder: Path, runtime_dir: Path, transport: str
+) -> None:
+    async with asyncio.timeout(WAIT), example(folder, transport, runtime_dir) as peer:
+        for method in ("filetype.extract_metadata", "filetype.validate"):
+            for relative in ("notes.md", "./notes.md", "texts/notes.md"):
+                with pytest.raises(InvalidParams) as excinfo:
+                    await peer.connection.request(method, {"path": relative})
+                assert excinfo.value.data["field"] == "path"
+
+
+async def test_the_python_example_without_root_reads_any_absolute_path(
+    folder: Path, runtime_dir: Path, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere.txt"
+    elsewhere.write_text("one two\nthree\n")
+    options: dict[str, Any] = {"integration_id": "python-hello", "runtime_dir": runtime_dir}
+    async with asyncio.timeout(WAIT), launch(EXAMPLE, **options) as peer:  # config {}: no root
+        result = await peer.connection.request("filetype.extract_metadata", {"path": str(elsewhere)})
+        assert result == {"metadata": {"bytes": 14, "characters": 14, "lines": 2, "words": 3}}
+        notes = await peer.connection.request("filetype.validate", {"path": str(folder / "notes.md")})
+        assert notes == {"valid": True, "errors": []}
+
+
+async def test_the_python_example_with_a_root_refuses_paths_outside_it_with_permission_denied(
+    folder: Path, runtime_dir: Path, tmp_path: Path
+) -> None:
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret\n")
+    (folder / "link.txt").symlink_to(outside)  # inside by name, outside once resolved
+    async with asyncio.timeout(WAIT), example(folder, "unix", runtime_dir) as peer:
+        for path in (outside, folder / "link.txt", folder / ".." / "outside.txt"):
+            with pytest.raises(PermissionDenied) as excinfo:
+                await peer.connection.request("filetype.extract_metadata", {"path": str(path)})
+            assert excinfo.value.data == {"path": str(path)}
+        with pytest.raises(InvalidParams, match="not a regular file"):
+            await peer.connection.request("filetype.validate", {"path": str(folder)})
 
 
 async def test_a_wrong_tcp_secret_is_refused(runtime_dir: Path) -> None:

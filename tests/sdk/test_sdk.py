@@ -3,25 +3,17 @@
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import spacedrive.sdk as sdk
-from spacedrive.ipc._dispatcher import Connection
 from spacedrive.ipc._errors import InvalidRequest, ProtocolVersionMismatch
-from spacedrive.ipc._handshake import InitializeParams, PeerInfo, VersionRange, to_wire
 from spacedrive.ipc._launch import launch
-from spacedrive.ipc._transport import memory_pipe
 from spacedrive.sdk import (
     ConfigurationError,
     Context,
     DeclarationError,
-    Entry,
     FileTypeHandler,
     Integration,
     InvalidParams,
@@ -30,89 +22,8 @@ from spacedrive.sdk import (
     SearchProvider,
     Session,
 )
-from spacedrive.sdk._runner import Runner
 
-WAIT = 5.0
-"""Seconds any single wait may take (real processes: see ``PROCESS_WAIT``)."""
-PROCESS_WAIT = 15.0
-APPS = Path(__file__).resolve().parent / "apps"
-
-
-# -- factories ---------------------------------------------------------------------------------
-
-
-def storage_app() -> Integration:
-    """A LocationProvider with its three required methods."""
-    app = Integration("store", name="Store", version="2.0.0")
-    app.capability(LocationProvider(supported_protocols=["mem"], auth_methods=["None"]))
-
-    @app.method("storage.list")
-    async def list_folder(ctx: Context, path: str, cursor: str | None = None) -> dict[str, Any]:
-        entry = Entry(path=f"{path.rstrip('/')}/a.txt", name="a.txt", is_dir=False, size=1, modified_ns=0)
-        return {"entries": [entry], "cursor": cursor}
-
-    @app.method("storage.stat")
-    async def stat(ctx: Context, path: str) -> dict[str, Any]:
-        return {"path": path, "config": ctx.config, "protocols": ctx.permissions.core_apis}
-
-    @app.method("storage.read")
-    async def read(ctx: Context, **params: Any) -> dict[str, Any]:
-        return {"size": 0, "params": params}
-
-    return app
-
-
-def search_app() -> Integration:
-    app = Integration("finder")
-    app.capability(SearchProvider(query_languages=["plain"], result_types=["file"]))
-    return app
-
-
-def initialize_params(**overrides: Any) -> dict[str, Any]:
-    params = InitializeParams(
-        protocol_versions=VersionRange(1, 1),
-        core=PeerInfo("spacedrive", "test"),
-        integration_id=overrides.pop("integration_id", "store"),
-        config=overrides.pop("config", {"bucket": "b"}),
-    )
-    return {**to_wire(params), **overrides}
-
-
-@dataclass
-class Harness:
-    core: Connection
-    runner: Runner
-    serving: "asyncio.Future[int]"
-    logs: list[dict[str, Any]] = field(default_factory=list)
-
-    async def initialize(self, **overrides: Any) -> Any:
-        result = await self.core.request("initialize", initialize_params(**overrides))
-        self.core.notify("initialized", {})
-        return result
-
-    async def stop(self) -> int:
-        await self.core.request("shutdown")
-        self.core.notify("exit")
-        return await self.serving
-
-
-@asynccontextmanager
-async def serving(app: Integration, core_handlers: dict[str, Any] | None = None) -> AsyncIterator[Harness]:
-    """``app`` served in memory; the test plays the core."""
-    logs: list[dict[str, Any]] = []
-    core = Connection(core_handlers, name="core", on_log=logs.append)
-    runner = Runner(app)
-    memory_pipe(core, runner.connection)
-    task = asyncio.ensure_future(runner.serve())
-    try:
-        async with asyncio.timeout(WAIT), core:
-            yield Harness(core, runner, task, logs)
-    finally:
-        if not task.done():
-            runner.connection.close()
-        async with asyncio.timeout(WAIT):
-            await asyncio.wait({task})
-
+from ._harness import APPS, PROCESS_WAIT, search_app, serving, storage_app
 
 # -- declarations ------------------------------------------------------------------------------
 
@@ -278,18 +189,21 @@ async def test_invalid_initialize_params_are_invalid_params_naming_the_field() -
 
 async def test_initialize_for_another_integration_id_is_a_configuration_error() -> None:
     async with serving(storage_app()) as harness:
-        with pytest.raises(ConfigurationError, match=r"'store'.*'other'"):
+        with pytest.raises(ConfigurationError, match=r"'store'.*'other'") as excinfo:
             await harness.initialize(integration_id="other")
+        assert excinfo.value.code == -32007
 
 
 async def test_capability_methods_are_refused_before_initialize_and_after_shutdown() -> None:
     async with serving(storage_app()) as harness:
-        with pytest.raises(InvalidRequest, match="before initialize"):
+        with pytest.raises(InvalidRequest, match=r"^not initialized") as excinfo:
             await harness.core.request("storage.stat", {"path": "/"})
+        assert excinfo.value.code == -32600 and excinfo.value.data == {"reason": "not initialized"}
         await harness.initialize()
         await harness.core.request("shutdown")
-        with pytest.raises(InvalidRequest, match="after shutdown"):
+        with pytest.raises(InvalidRequest, match=r"^shutting down") as excinfo:
             await harness.core.request("storage.stat", {"path": "/"})
+        assert excinfo.value.code == -32600 and excinfo.value.data == {"reason": "shutting down"}
 
 
 async def test_handlers_get_params_by_name_and_params_they_do_not_take_are_dropped() -> None:

@@ -13,9 +13,10 @@ environment of docs/protocol.md §1, waits for it to connect (a TCP client must 
 secret; a Unix client must be the child itself where the OS can tell), then runs the handshake:
 ``initialize`` → result (validated: version in range, only offered features) → ``initialized``.
 The whole of it is bounded by ``handshake_timeout``. The child's stderr (and, on sockets, its
-stdout) is forwarded line by line to the ``spacedrive.ipc.integration`` logger, never parsed;
-its last lines go into the error when the process exits early (``ProcessExitedEarly``) or the
-handshake times out (``HandshakeTimeout``).
+stdout) is forwarded line by line to the ``spacedrive.ipc.integration`` logger (and to
+``on_output``, if given), never parsed; its last lines go into the error when the process exits
+early (``ProcessExitedEarly``) or the handshake times out (``HandshakeTimeout``). ``preexec_fn``
+runs in the child between fork and exec (the supervisor sets a parent-death signal there).
 
 Leaving the block stops the process in steps: ``shutdown`` request (``SHUTDOWN_TIMEOUT``),
 ``exit`` notification, the connection is closed, ``EXIT_GRACE_PERIOD`` to exit, then SIGTERM to
@@ -35,10 +36,10 @@ import os
 import shutil
 import signal
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 from spacedrive import __version__
 
@@ -74,6 +75,7 @@ __all__ = [
     "TERMINATE_GRACE_PERIOD",
     "HandshakeTimeout",
     "LaunchOptions",
+    "OutputHandler",
     "Peer",
     "ProcessExitedEarly",
     "launch",
@@ -101,6 +103,9 @@ DEFAULT_VERSIONS: Final = VersionRange(PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_MA
 logger = logging.getLogger(__name__)
 output_logger = logging.getLogger("spacedrive.ipc.integration")
 _T = TypeVar("_T")
+
+OutputHandler: TypeAlias = Callable[[Literal["stdout", "stderr"], str], None]
+"""Receives each line the child writes to stderr (and, on sockets, stdout), without its newline."""
 
 
 class ProcessExitedEarly(ProcessCrashed):
@@ -130,15 +135,26 @@ class LaunchOptions:
     on_log: LogHandler | None = None
     handshake_timeout: float = HANDSHAKE_TIMEOUT
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
+    on_output: OutputHandler | None = None
+    preexec_fn: Callable[[], None] | None = None
 
 
 class _Output:
-    """Forwards one output pipe of the child to logging, keeping its last lines."""
+    """Forwards one output pipe of the child to logging (and ``on_output``), keeping its last lines."""
 
-    def __init__(self, name: str, stream: asyncio.StreamReader, tail: collections.deque[str] | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        stream: asyncio.StreamReader,
+        tail: collections.deque[str] | None,
+        kind: Literal["stdout", "stderr"] = "stderr",
+        on_output: OutputHandler | None = None,
+    ) -> None:
         self.name = name
         self.stream = stream
         self.tail = tail
+        self.kind: Literal["stdout", "stderr"] = kind
+        self.on_output = on_output
 
     async def forward(self) -> None:
         pending = b""
@@ -158,6 +174,11 @@ class _Output:
         if self.tail is not None:
             self.tail.append(line)
         output_logger.info("%s: %s", self.name, line)
+        if self.on_output is not None:
+            try:
+                self.on_output(self.kind, line)
+            except Exception:
+                logger.exception("%s: output handler failed", self.name)
 
 
 class Peer:
@@ -170,12 +191,14 @@ class Peer:
         result: InitializeResult,
         process: asyncio.subprocess.Process,
         stderr: collections.deque[str],
+        readers: Sequence[asyncio.Task[None]] = (),
     ) -> None:
         self.integration_id = integration_id
         self.connection = connection
         self.result = result
         self.process = process
         self._stderr = stderr
+        self._readers = list(readers)
 
     @property
     def pid(self) -> int:
@@ -198,6 +221,14 @@ class Peer:
         """The last ``STDERR_TAIL_LINES`` lines the process wrote to stderr."""
         return list(self._stderr)
 
+    async def output_closed(self) -> None:
+        """Wait until the child's output pipes reached their end (bound it with ``asyncio.timeout``).
+
+        Once the process exited, this is when ``stderr_tail`` holds its last words.
+        """
+        if self._readers:
+            await asyncio.wait(self._readers)
+
 
 @asynccontextmanager
 async def launch(
@@ -218,6 +249,8 @@ async def launch(
     on_log: LogHandler | None = None,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    on_output: OutputHandler | None = None,
+    preexec_fn: Callable[[], None] | None = None,
 ) -> AsyncIterator[Peer]:
     """Start ``argv`` as integration ``integration_id``; yield the ``Peer`` once it shook hands.
 
@@ -226,7 +259,9 @@ async def launch(
     private socket folder goes (default: a private folder in the temp dir; the core passes
     ``spacedrive.core.paths.runtime_dir``). ``config``, ``permissions``, ``features`` (offered)
     and ``protocol_versions`` go into ``initialize``; ``handlers`` and ``notification_handlers``
-    answer the integration's calls (the core APIs it may use); ``on_log`` receives its ``$/log``.
+    answer the integration's calls (the core APIs it may use); ``on_log`` receives its ``$/log``,
+    ``on_output`` each line of its stderr (and stdout on sockets). ``preexec_fn`` is called in the
+    child just before exec (``subprocess.Popen``'s, with all its caveats: keep it tiny).
 
     Raises ``ProcessExitedEarly``, ``HandshakeTimeout``, ``ProcessCrashed`` (cannot start),
     the peer's error for ``initialize`` (e.g. ``ProtocolVersionMismatch``), or ``InvalidParams``
@@ -248,6 +283,8 @@ async def launch(
         on_log=on_log,
         handshake_timeout=handshake_timeout,
         shutdown_timeout=shutdown_timeout,
+        on_output=on_output,
+        preexec_fn=preexec_fn,
     )
     async with _Session(list(argv), options) as session:
         yield await session.start()
@@ -308,7 +345,9 @@ class _Session:
         except (TimeoutError, RequestTimeout):
             raise self._timeout_error() from None
         self.handshaken = True
-        return Peer(self.options.integration_id, self.connection, result, self.process, self.stderr)
+        return Peer(
+            self.options.integration_id, self.connection, result, self.process, self.stderr, self.readers
+        )
 
     async def _rendezvous(self) -> IpcAddress:
         kind = self.options.transport
@@ -351,6 +390,7 @@ class _Session:
                 env=env,
                 cwd=self.options.cwd,
                 start_new_session=True,
+                preexec_fn=self.options.preexec_fn,
             )
         except OSError as exc:
             if pipes is not None:
@@ -365,9 +405,10 @@ class _Session:
     def _forward_output(self, stdio: bool) -> None:
         assert self.process is not None and self.process.stderr is not None
         label = f"{self.name}[{self.process.pid}]"
-        outputs = [_Output(f"{label} stderr", self.process.stderr, self.stderr)]
+        on_output = self.options.on_output
+        outputs = [_Output(f"{label} stderr", self.process.stderr, self.stderr, "stderr", on_output)]
         if not stdio and self.process.stdout is not None:
-            outputs.append(_Output(f"{label} stdout", self.process.stdout, None))
+            outputs.append(_Output(f"{label} stdout", self.process.stdout, None, "stdout", on_output))
         self.readers = [self.tg.create_task(output.forward()) for output in outputs]
 
     async def _handshake(self) -> InitializeResult:

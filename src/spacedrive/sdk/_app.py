@@ -23,7 +23,14 @@ from spacedrive.ipc._methods import capability_of_method, required_methods
 from ._context import Session
 from ._errors import DeclarationError
 from ._handlers import Handler, HandlerFunc, make_handler
-from ._runner import Runner, connect
+from ._runner import (
+    EXIT_TIMEOUT,
+    MAX_SHUTDOWN_GRACE_PERIOD,
+    SHUTDOWN_GRACE_PERIOD,
+    Runner,
+    connect,
+    exit_within,
+)
 
 __all__ = ["Integration", "SessionHook"]
 
@@ -51,6 +58,10 @@ class Integration:
     before it connects) checks handlers against the declared capabilities: a handler for a
     method no declared capability has, or a required method without a handler, is a
     ``DeclarationError`` naming the integration and the method.
+
+    ``shutdown_grace_period`` is how long requests still running when the core asks for
+    ``shutdown`` may go on before they are cancelled (at most ``MAX_SHUTDOWN_GRACE_PERIOD``:
+    the core waits 5 s for the answer to ``shutdown``).
     """
 
     def __init__(
@@ -60,9 +71,16 @@ class Integration:
         name: str | None = None,
         version: str = "0.0.0",
         protocol_versions: VersionRange | None = None,
+        shutdown_grace_period: float = SHUTDOWN_GRACE_PERIOD,
     ) -> None:
         if not id:
             raise ValueError("an integration needs an id")
+        if not 0 <= shutdown_grace_period <= MAX_SHUTDOWN_GRACE_PERIOD:
+            raise ValueError(
+                f"shutdown_grace_period must be between 0 and {MAX_SHUTDOWN_GRACE_PERIOD} s, "
+                f"not {shutdown_grace_period}"
+            )
+        self.shutdown_grace_period = shutdown_grace_period
         self.id = id
         self.name = name or id
         self.version = version
@@ -110,13 +128,20 @@ class Integration:
     def on_initialize(self, hook: _H) -> _H:
         """Decorator: ``async def hook(session)`` runs before ``initialize`` is answered.
 
-        Raise ``ConfigurationError`` from it to refuse an invalid configuration.
+        Raise ``ConfigurationError`` from it to refuse an invalid configuration. It must not
+        call the core (``session.core``) except with ``ping``: the core accepts calls only once
+        it sent ``initialized`` (``UsageError``). It counts against the core's 10 s handshake.
         """
         self.initialize_hooks.append(hook)
         return hook
 
     def on_shutdown(self, hook: _H) -> _H:
-        """Decorator: ``async def hook(session)`` runs when the core asks for ``shutdown``."""
+        """Decorator: ``async def hook(session)`` runs when the core asks for ``shutdown``.
+
+        It runs once, after every request received before ``shutdown`` was answered (it
+        finished, or was cancelled and answered ``RequestCancelled``) and before ``shutdown``
+        itself is answered. An exception is logged; the other hooks still run.
+        """
         self.shutdown_hooks.append(hook)
         return hook
 
@@ -151,12 +176,32 @@ class Integration:
         await connect(runner.connection, env)
         return await runner.serve()
 
+    async def _main(self, env: LaunchEnvironment) -> int:
+        """``run``'s session: a failed connection is status 1, and the process ends promptly."""
+        exit_soon = exit_within(EXIT_TIMEOUT, self.id)
+
+        def session_ended(status: int) -> None:
+            if status != 0:  # a line for the core's log: $/log may be gone with the connection
+                print(f"{self.id}: {runner.end_reason}: exit status {status}", file=sys.stderr, flush=True)
+            exit_soon(status)
+
+        runner = Runner(self, on_session_end=session_ended)
+        try:
+            await connect(runner.connection, env)
+        except OSError as exc:
+            print(f"{self.id}: cannot connect to the core at {env.address}: {exc}", file=sys.stderr)
+            return 1
+        return await runner.serve()
+
     def run(self, *, log_level: int | str | None = logging.INFO) -> NoReturn:
-        """Run the integration until the core says ``exit``; then exit the process.
+        """Run the integration until the core says ``exit`` or the connection ends; then exit.
 
         Checks the declarations first (``DeclarationError`` before any connection). The exit
-        status is 0 after ``shutdown`` and ``exit``, 1 if the connection ended otherwise, 2
-        if the launch environment is missing (the program was not started by the core).
+        status (docs/protocol.md §4.5) is 0 once ``shutdown`` was answered (then ``exit``, or
+        the end of the connection); 1 after ``exit`` or the end of the connection without
+        ``shutdown``, after a protocol error, or if the connection failed; 2 if the launch
+        environment is missing (the program was not started by the core). The process exits at
+        most ``EXIT_TIMEOUT`` s after the session ended, even if a handler ignores cancellation.
         ``log_level`` sets the root logger's level (records go to the core as ``$/log``).
         """
         self.check()
@@ -167,7 +212,7 @@ class Integration:
             sys.exit(2)
         if log_level is not None:
             logging.getLogger().setLevel(log_level)
-        sys.exit(asyncio.run(self._serve(env)))
+        sys.exit(asyncio.run(self._main(env)))
 
     def __repr__(self) -> str:
         kinds = [type(capability).__name__ for capability in self._capabilities]

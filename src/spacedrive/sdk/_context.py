@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from spacedrive.ipc._context import RequestContext
 from spacedrive.ipc._dispatcher import Connection, ProgressHandler
 from spacedrive.ipc._handshake import Features, PeerInfo, Permissions
 from spacedrive.ipc._jsonrpc import Id, Params
 
-__all__ = ["Context", "CoreClient", "Session"]
+__all__ = ["LOG_LEVELS", "Context", "CoreClient", "Session"]
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+"""The levels of ``$/log`` (docs/protocol.md §3.9)."""
 
 
 class CoreClient:
     """Calls the core's APIs (``core.*``); each needs its permission in the manifest's ``core_apis``.
 
     ``await ctx.core.request("core.locations.list")``: a refused API raises ``PermissionDenied``.
+    The core may be called (except with ``ping``) only between ``initialized`` and the answer to
+    ``shutdown`` (docs/protocol.md §4.1): ``check``, given by the SDK, raises ``UsageError``
+    outside that window, before anything is sent.
     """
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, check: Callable[[str], None] | None = None) -> None:
         self._connection = connection
+        self._check = check
 
     async def request(
         self,
@@ -31,6 +39,8 @@ class CoreClient:
         on_progress: ProgressHandler | None = None,
     ) -> Any:
         """Call ``method`` on the core; ``idle_timeout`` is reset by each progress report."""
+        if self._check is not None and method != "ping":
+            self._check(method)
         return await self._connection.request(
             method, params, idle_timeout=idle_timeout, on_progress=on_progress
         )
@@ -55,21 +65,24 @@ class Session:
 class Context:
     """The context of one call to a handler.
 
-    ``cancelled`` turns true when the core cancels the request (the handler's task is also
-    cancelled: its next ``await`` raises ``CancelledError``, and the core gets
-    ``RequestCancelled``). ``progress`` reports progress and keeps the core from timing out;
-    ``log`` sends a ``$/log`` message.
+    ``cancelled`` turns true when the core cancels the request, or when ``shutdown`` cancels
+    it because it outlived the grace period (the handler's task is also cancelled: its next
+    ``await`` raises ``CancelledError``, and the core gets ``RequestCancelled``). ``progress``
+    reports progress and keeps the core from timing out (it is dropped once the request is
+    answered); ``log`` sends a ``$/log`` message.
     """
 
-    __slots__ = ("_request", "session")
+    __slots__ = ("_answered", "_request", "_stopping", "session")
 
     def __init__(self, request: RequestContext, session: Session) -> None:
         self._request = request
         self.session = session
+        self._stopping = False  # cancelled by shutdown (set by the runner)
+        self._answered = False  # the handler returned or raised: no more progress for it
 
     @property
     def cancelled(self) -> bool:
-        return self._request.cancelled
+        return self._stopping or self._request.cancelled
 
     @property
     def request_id(self) -> Id:
@@ -95,8 +108,12 @@ class Context:
     def progress(
         self, progress: float | None = None, total: float | None = None, message: str | None = None
     ) -> None:
-        self._request.progress(progress, total, message)
+        """Send ``$/progress`` for this request; ignored once the request was answered (§3.7)."""
+        if not self._answered:
+            self._request.progress(progress, total, message)
 
     def log(self, level: str, message: str, data: Any = None) -> None:
-        """``level`` is ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``."""
+        """Send ``$/log``; ``level`` is one of ``LOG_LEVELS`` (else ``ValueError``)."""
+        if level not in LOG_LEVELS:
+            raise ValueError(f"unknown log level {level!r}: use one of {', '.join(LOG_LEVELS)}")
         self._request.log(level, message, data)

@@ -20,7 +20,9 @@ _MAX_BUFFERED: Final = 64 * 1024  # a line longer than this is sent in pieces
 
 
 def wire_level(levelno: int) -> str:
-    """The ``$/log`` level of a ``logging`` level."""
+    """The ``$/log`` level of a ``logging`` level (docs/protocol.md §3.9)."""
+    if levelno >= logging.CRITICAL:
+        return "critical"
     if levelno >= logging.ERROR:
         return "error"
     if levelno >= logging.WARNING:
