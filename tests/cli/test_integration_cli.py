@@ -51,6 +51,7 @@ def sd_json(data_dir: Path, *args: str) -> Any:
 
 def test_help_is_available_for_every_integration_command(data_dir: Path) -> None:
     commands = ["install", "list", "show", "enable", "disable", "update", "remove", "rollback", "pack"]
+    commands += ["status", "logs", "call"]
     assert "Usage" in sd(data_dir, "--help").stdout
     for command in commands:
         assert "Usage" in sd(data_dir, command, "--help").stdout, command

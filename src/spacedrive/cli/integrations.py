@@ -1,18 +1,25 @@
-"""``spacedrive integration``: install, list, show, enable, disable, update, remove, roll back, pack.
+"""``spacedrive integration``: install, list, show, enable, disable, update, remove, roll back, pack,
+status, logs and call.
 
-These commands need no daemon: they work on the data dir (packages, discovery) and the
-library (settings) directly. Exit codes: 2 for a refused package, an invalid manifest or an
-invalid config (every problem printed, one ``error:`` line each), 3 when the integration
-does not exist, 1 for any other failure.
+These commands need no daemon: they work on the data dir (packages, discovery, logs) and the
+library (settings) directly. ``status`` shows what the library stores (enabled, disabled,
+failed and why) and says that nothing runs without a daemon; ``call`` starts the integration
+in this process through the ``IntegrationManager``, makes one request and stops it (for
+authors). Exit codes: 2 for a refused package, an invalid manifest, an invalid config (every
+problem printed, one ``error:`` line each) or invalid ``--params``, 3 when the integration
+does not exist, 1 for any other failure (``call``: an error response, printed on stderr).
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -28,6 +35,8 @@ from spacedrive.cli._context import (
     out_console,
     print_json,
 )
+from spacedrive.integrations._health import NOT_ENFORCED, SANDBOX_PERMISSIONS, status_row
+from spacedrive.integrations._logfile import LOG_TAIL_LINES, log_path
 from spacedrive.integrations._signing import load_private_key
 from spacedrive.integrations.config import (
     IntegrationSettings,
@@ -44,6 +53,7 @@ from spacedrive.integrations.errors import (
     ManifestError,
     PackageRefused,
 )
+from spacedrive.integrations.manager import IntegrationManager, IntegrationRequest, IntegrationResponse
 from spacedrive.integrations.packages import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_MEMBERS,
@@ -52,11 +62,12 @@ from spacedrive.integrations.packages import (
     pack,
 )
 from spacedrive.integrations.registry import Integration, Registry
+from spacedrive.integrations.supervisor import logs
 
 __all__ = ["app"]
 
 app = typer.Typer(
-    help="Install, configure and package integrations (no daemon needed).", no_args_is_help=True
+    help="Install, configure, package, inspect and try integrations (no daemon needed).", no_args_is_help=True
 )
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
@@ -358,3 +369,113 @@ def pack_command(
         print_json({"path": str(archive), "size": archive.stat().st_size, "signed": key is not None})
     else:
         out_console.print(f"wrote {archive}")
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    integration_id: Annotated[
+        str | None, typer.Argument(help="Only this integration (default: every one).", show_default=False)
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Show each integration's state in the library and its health; says what is not enforced yet.
+
+    Without a daemon no integration runs: the stored state (enabled, disabled, failed and why)
+    is shown, and the process fields are empty. --json prints a list of rows.
+    """
+    with _reported():
+        registry = Registry.discover(data_dir_of(ctx))
+        integrations = [registry.get(integration_id)] if integration_id is not None else list(registry)
+        with open_core(ctx) as core:
+            settings = all_settings(core.library.db)
+    log_dir = data_dir_of(ctx) / "logs"
+    rows = []
+    for integration in integrations:
+        row = status_row(integration.manifest, settings.get(integration.id))
+        log_file = log_path(log_dir, integration.id)
+        row["log_file"] = str(log_file) if log_file.is_file() else None
+        rows.append(row)
+    if json:
+        print_json(rows)
+        return
+    if not rows:
+        out_console.print("no integrations yet (spacedrive integration install PATH)")
+        return
+    table = Table("ID", "VERSION", "SETTING", "STATE", "NOTE / REASON", box=None, pad_edge=False)
+    for row in rows:
+        detail = row["reason"] or row["note"] or ""
+        table.add_row(row["id"], row["version"], row["setting"], row["state"], escape(detail))
+    out_console.print(table)
+    not_enforced = ", ".join(SANDBOX_PERMISSIONS)
+    out_console.print(
+        f"{NOT_ENFORCED} (no sandbox yet): {not_enforced}; core_apis are enforced by the core on every call"
+    )
+
+
+@app.command("logs")
+def logs_command(
+    ctx: typer.Context,
+    integration_id: IdArgument,
+    lines: Annotated[
+        int, typer.Option("--lines", "-n", min=0, help="How many of the last lines.")
+    ] = LOG_TAIL_LINES,
+) -> None:
+    """Print the end of an integration's log: its stderr, stdout, $/log messages and supervisor notes."""
+    with _reported():
+        try:
+            tail = logs(integration_id, lines, log_dir=data_dir_of(ctx) / "logs")
+        except ValueError as exc:
+            fail(str(exc), EXIT_USAGE)
+        if not tail and lines > 0:
+            Registry.discover(data_dir_of(ctx)).get(integration_id)  # IntegrationNotFound: exit 3
+            err_console.print(f"no log for {escape(integration_id)} yet: it has not run")
+    for line in tail:
+        sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+@app.command("call")
+def call_command(
+    ctx: typer.Context,
+    integration_id: IdArgument,
+    method: Annotated[str, typer.Argument(help="The method, e.g. filetype.extract_metadata.")],
+    params: Annotated[str, typer.Option("--params", "-p", help="The params: a JSON object.")] = "{}",
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0.001, help="Seconds the request may take.", show_default=False),
+    ] = None,
+    json: JsonOption = False,
+) -> None:
+    """Start the integration here, call METHOD with --params, print the answer, stop it (for authors).
+
+    The integration must be enabled in the library. Prints the result's JSON (--json: the whole
+    response: request_id, success, data, error). An error response exits 1, its error on stderr.
+    """
+    try:
+        decoded = orjson.loads(params)
+    except orjson.JSONDecodeError as exc:
+        fail(f"--params is not valid JSON: {exc}", EXIT_USAGE)
+    if not isinstance(decoded, dict):
+        fail(f"--params must be a JSON object, not {type(decoded).__name__}", EXIT_USAGE)
+    timeout_ms = None if timeout is None else max(1, round(timeout * 1000))
+    request = IntegrationRequest("1", integration_id, method, decoded, timeout_ms)
+    with _reported():
+        registry = Registry.discover(data_dir_of(ctx))
+        registry.get(integration_id)  # IntegrationNotFound: exit 3
+        with open_core(ctx) as core:
+            response = asyncio.run(_call(IntegrationManager(core, registry=registry), request))
+    if json:
+        print_json(response.to_json())
+    elif response.success:
+        print_json(response.data)
+    if not response.success:
+        assert response.error is not None
+        error = response.error
+        detail = f" {orjson.dumps(error.data).decode()}" if error.data is not None else ""
+        fail(f"{error.message} (code {error.code}){detail}", EXIT_ERROR)
+
+
+async def _call(manager: IntegrationManager, request: IntegrationRequest) -> IntegrationResponse:
+    async with manager:
+        return await manager.handle_request(request)

@@ -9,11 +9,15 @@ Modules, one concern each:
 * ``packages``: install, update, remove, rollback and pack, with safe extraction, checksums,
   optional ed25519 signatures and atomic version switches;
 * ``config``: enable, disable and configure per library, configs checked with ``jsonschema``;
-* ``errors``: the exception tree (rooted at ``SpacedriveError``).
-
-The supervisor, router and health monitoring live elsewhere and build on these.
+* ``errors``: the exception tree (rooted at ``SpacedriveError``);
+* ``supervisor``: the processes of one integration (lazy start, crashes, backoff, hangs,
+  pool, idle stop, logs);
+* ``manager``: the router (``IntegrationManager.handle_request``), the core APIs served to
+  integrations (gated by their ``core_apis``), and health (``status``, ``metrics_text``).
 """
 
+from spacedrive.integrations._core_api import CORE_API_PERMISSIONS
+from spacedrive.integrations._health import metrics_text, status_row
 from spacedrive.integrations.config import (
     IntegrationSettings,
     all_settings,
@@ -36,6 +40,12 @@ from spacedrive.integrations.errors import (
     PackageRefused,
     Problem,
     SignatureError,
+)
+from spacedrive.integrations.manager import (
+    IntegrationManager,
+    IntegrationRequest,
+    IntegrationResponse,
+    integration_argv,
 )
 from spacedrive.integrations.manifest import (
     CAPABILITY_TYPES,
@@ -67,10 +77,12 @@ from spacedrive.integrations.registry import (
     Integration,
     Registry,
 )
+from spacedrive.integrations.supervisor import IntegrationFailed, Policy, State, Supervisor, logs
 
 __all__ = [
     "CAPABILITY_TYPES",
     "CORE_APIS",
+    "CORE_API_PERMISSIONS",
     "ENTRY_POINT_GROUP",
     "Capability",
     "ContentProcessor",
@@ -80,7 +92,11 @@ __all__ = [
     "InstallResult",
     "InstalledVersion",
     "Integration",
+    "IntegrationFailed",
+    "IntegrationManager",
     "IntegrationNotFound",
+    "IntegrationRequest",
+    "IntegrationResponse",
     "IntegrationSettings",
     "IntegrationsError",
     "InvalidIntegrationConfig",
@@ -92,11 +108,14 @@ __all__ = [
     "PackageManager",
     "PackageRefused",
     "Permissions",
+    "Policy",
     "Problem",
     "ProtocolRange",
     "Registry",
     "SearchProvider",
     "SignatureError",
+    "State",
+    "Supervisor",
     "ThumbnailGenerator",
     "all_settings",
     "config_problems",
@@ -105,11 +124,15 @@ __all__ = [
     "enable",
     "forget",
     "get_settings",
+    "integration_argv",
     "load_manifest",
+    "logs",
     "manifest_schema",
     "mark_failed",
+    "metrics_text",
     "pack",
     "parse_manifest",
     "read_config_file",
+    "status_row",
     "validate_config",
 ]

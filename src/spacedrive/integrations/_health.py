@@ -1,0 +1,225 @@
+"""Health of integrations: one status row each, and the Prometheus text rendering of the rows.
+
+:func:`status_row` builds the row of ``integration status`` from what is known: the manifest,
+the library's settings (enabled, disabled, failed and why) and, when a supervisor runs it, the
+supervisor's live status (state, pid, uptime, restarts, requests, success rate, latency, CPU,
+RSS). Without a supervisor (no daemon) the process fields are empty and ``note`` says why.
+
+Every row also says what is **not** enforced yet: the sandbox (network, file system and
+resource limits) comes later, so each of those permissions reads ``"not enforced"``; the core
+APIs are checked by the core on every call (``"enforced"``).
+
+:func:`metrics_text` renders rows in the Prometheus text exposition format (version 0.0.4),
+by hand: ``prometheus_client`` is not a dependency (the daemon may serve this text as is).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from spacedrive.integrations.config import IntegrationSettings
+from spacedrive.integrations.manifest import Manifest
+
+__all__ = [
+    "CORE_API_ENFORCEMENT",
+    "NOT_ENFORCED",
+    "NOT_STARTED",
+    "NO_DAEMON",
+    "SANDBOX_PERMISSIONS",
+    "metrics_text",
+    "settings_state",
+    "status_row",
+]
+
+NOT_ENFORCED: Final = "not enforced"
+"""What a permission the sandbox would enforce says until the sandbox exists."""
+CORE_API_ENFORCEMENT: Final = "enforced"
+"""The core APIs: the core checks ``core_apis`` on every call."""
+SANDBOX_PERMISSIONS: Final = (
+    "network_access",
+    "file_system_access",
+    "max_memory_mb",
+    "max_cpu_percent",
+    "max_file_descriptors",
+    "max_execution_time_s",
+)
+NO_DAEMON: Final = "not running (no daemon)"
+NOT_STARTED: Final = "not started (starts on its first request)"
+_LIVE_FIELDS: Final = (
+    "pid",
+    "pids",
+    "uptime_s",
+    "starts",
+    "restarts",
+    "crashes_in_window",
+    "last_error",
+    "in_flight",
+    "requests",
+    "failures",
+    "cancelled",
+    "success_rate",
+    "latency_ms",
+    "cpu_percent",
+    "rss_bytes",
+    "log_file",
+    "transitions",
+)
+
+
+def settings_state(settings: IntegrationSettings | None) -> str:
+    """``installed`` (never enabled here), ``enabled``, ``disabled`` or ``failed``."""
+    if settings is None:
+        return "installed"
+    if settings.state == "failed":
+        return "failed"
+    return "enabled" if settings.enabled else "disabled"
+
+
+def status_row(
+    manifest: Manifest,
+    settings: IntegrationSettings | None,
+    live: Mapping[str, Any] | None = None,
+    *,
+    note: str = NO_DAEMON,
+    core_api: Mapping[str, int] | None = None,
+) -> dict[str, Any]:
+    """The status of one integration (``integration status --json``); ``live``: the supervisor's."""
+    stored = settings_state(settings)
+    failed_reason = settings.failed_reason if settings is not None and stored == "failed" else None
+    row: dict[str, Any] = {
+        "id": manifest.id,
+        "name": manifest.name,
+        "version": manifest.version,
+        "enabled": stored == "enabled",
+        "setting": stored,
+        "state": live["state"] if live else ("failed" if stored == "failed" else "stopped"),
+        "reason": (live or {}).get("reason") or failed_reason,
+        "note": None if live else note,
+    }
+    row.update({name: (live or {}).get(name) for name in _LIVE_FIELDS})
+    for counter in ("starts", "restarts", "requests", "failures", "cancelled", "in_flight"):
+        row[counter] = row[counter] or 0
+    row["core_api"] = dict(core_api or {"calls": 0, "denied": 0})
+    row["sandbox"] = NOT_ENFORCED
+    row["permissions"] = _permissions(manifest)
+    return row
+
+
+def _permissions(manifest: Manifest) -> dict[str, dict[str, Any]]:
+    perms = manifest.permissions
+    granted: dict[str, Any] = {
+        "core_apis": list(perms.core_apis),
+        "network_access": list(perms.network_access),
+        "file_system_access": {
+            "read": list(perms.file_system_access.read),
+            "write": list(perms.file_system_access.write),
+        },
+        "max_memory_mb": perms.max_memory_mb,
+        "max_cpu_percent": perms.max_cpu_percent,
+        "max_file_descriptors": perms.max_file_descriptors,
+        "max_execution_time_s": perms.max_execution_time_s,
+    }
+    return {
+        name: {"granted": value, "sandbox": CORE_API_ENFORCEMENT if name == "core_apis" else NOT_ENFORCED}
+        for name, value in granted.items()
+    }
+
+
+# -- Prometheus text format ------------------------------------------------------------------
+
+_Sample = tuple[dict[str, str], float]
+_FAMILIES: Final = (  # name, type, help
+    ("spacedrive_integration_up", "gauge", "1 if a process of the integration runs."),
+    ("spacedrive_integration_enabled", "gauge", "1 if the integration is enabled in the library."),
+    ("spacedrive_integration_state", "gauge", "1 for the integration's current state."),
+    ("spacedrive_integration_uptime_seconds", "gauge", "Seconds since its oldest running process started."),
+    ("spacedrive_integration_restarts_total", "counter", "Restarts after a crash."),
+    ("spacedrive_integration_requests_total", "counter", "Requests routed to the integration."),
+    ("spacedrive_integration_request_failures_total", "counter", "Requests that ended with an error."),
+    (
+        "spacedrive_integration_success_ratio",
+        "gauge",
+        "Requests answered without error, among finished ones.",
+    ),
+    (
+        "spacedrive_integration_request_latency_seconds",
+        "gauge",
+        "Request latency percentiles (recent requests).",
+    ),
+    ("spacedrive_integration_cpu_percent", "gauge", "CPU use of its processes, in percent of one core."),
+    ("spacedrive_integration_resident_memory_bytes", "gauge", "Resident memory of its processes."),
+    (
+        "spacedrive_integration_core_api_calls_total",
+        "counter",
+        "Core API calls answered for the integration.",
+    ),
+    ("spacedrive_integration_core_api_denied_total", "counter", "Core API calls refused for a permission."),
+)
+_STATES: Final = ("stopped", "starting", "running", "backoff", "failed", "stopping")
+
+
+def metrics_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """The rows of :func:`status_row` in the Prometheus text exposition format (0.0.4)."""
+    rows = list(rows)
+    lines: list[str] = []
+    for name, kind, help_text in _FAMILIES:
+        samples = [sample for row in rows for sample in _samples(name, row)]
+        lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        lines.append(f"# TYPE {name} {kind}")
+        lines.extend(f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples)
+    return "\n".join(lines) + "\n"
+
+
+def _samples(name: str, row: Mapping[str, Any]) -> list[_Sample]:
+    labels = {"integration": str(row["id"])}
+    short = name.removeprefix("spacedrive_integration_")
+    if short == "state":
+        return [({**labels, "state": state}, 1.0 if row["state"] == state else 0.0) for state in _STATES]
+    if short == "request_latency_seconds":
+        latency = row.get("latency_ms") or {}
+        found = [(q, latency.get(key)) for q, key in (("0.5", "p50"), ("0.99", "p99"))]
+        return [({**labels, "quantile": q}, value / 1000) for q, value in found if value is not None]
+    value = _value(short, row)
+    return [] if value is None else [(labels, float(value))]
+
+
+def _value(short: str, row: Mapping[str, Any]) -> float | int | None:
+    core_api = row.get("core_api") or {}
+    values: dict[str, Any] = {
+        "up": 1 if row.get("pid") is not None else 0,
+        "enabled": 1 if row.get("enabled") else 0,
+        "uptime_seconds": row.get("uptime_s"),
+        "restarts_total": row.get("restarts") or 0,
+        "requests_total": row.get("requests") or 0,
+        "request_failures_total": row.get("failures") or 0,
+        "success_ratio": row.get("success_rate"),
+        "cpu_percent": row.get("cpu_percent"),
+        "resident_memory_bytes": row.get("rss_bytes"),
+        "core_api_calls_total": core_api.get("calls", 0),
+        "core_api_denied_total": core_api.get("denied", 0),
+    }
+    value = values[short]
+    return value if isinstance(value, int | float) else None
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    inner = ",".join(f'{key}="{_escape_label(value)}"' for key, value in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _escape_help(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
