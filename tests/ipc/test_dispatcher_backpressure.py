@@ -19,6 +19,7 @@ from spacedrive.ipc import (
 )
 
 from .conftest import WAIT, Link, RawPeer
+from .streamtools import eventually
 
 
 def answered_ids(replies: list[Decoded]) -> list[int]:
@@ -115,7 +116,7 @@ async def test_a_peer_that_does_not_read_its_answers_makes_us_stop_reading(link:
         peer.transport.pause_reading()
         peer.send(*(Request(n, "big") for n in range(count)))
         await server.write_paused.wait()
-        assert not server.transport.is_reading()
+        await eventually(lambda: not server.transport.is_reading())  # type: ignore[union-attr]
         peer.transport.resume_reading()
         replies = [await peer.receive() for _ in range(count)]
         assert server.transport.is_reading()
@@ -138,3 +139,16 @@ async def test_a_request_is_not_sent_while_the_peer_does_not_read(link: Link) ->
         assert client.requests_pending == 0
         server.transport.resume_reading()
         assert await client.request("echo", [2]) == [2]
+
+
+async def test_peers_sending_each_other_large_messages_at_once_do_not_deadlock(link: Link) -> None:
+    """Both write buffers past the high-water mark: neither side may stop reading for that.
+
+    (It still may, past ``WRITE_BUFFER_HARD_LIMIT``: 2 MB each way here.)
+    """
+    big = ["x" * 1000] * 100
+    client, server = Connection({"echo": echo}), Connection({"echo": echo})
+    async with link(client, server), asyncio.timeout(WAIT):
+        calls = [client.request("echo", big) for _ in range(20)]
+        calls += [server.request("echo", big) for _ in range(20)]
+        assert await asyncio.gather(*calls) == [big] * 40

@@ -13,6 +13,7 @@ from spacedrive.ipc import (
     Request,
     RequestContext,
     Response,
+    memory_pipe,
 )
 
 from .conftest import WAIT, Link, RawPeer
@@ -154,3 +155,21 @@ async def test_cancelling_the_caller_while_the_answer_arrives_is_harmless(link: 
             await client.ping()
         assert client.requests_pending == 0
         assert client.close_reason is None and server.close_reason is None
+
+
+async def test_a_cancel_without_an_id_cancels_nothing_not_even_a_request_whose_id_is_null() -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(ctx: RequestContext, params: Params) -> Any:
+        started.set()
+        await release.wait()
+        return "done"
+
+    peer, server = RawPeer(), Connection({"slow": slow})
+    memory_pipe(peer, server)
+    async with server, asyncio.timeout(WAIT):
+        peer.send(Request(None, "slow"))
+        await started.wait()
+        peer.send(Notification("$/cancel", {}), Notification("$/cancel", None))
+        release.set()
+        assert await peer.receive_json() == {"jsonrpc": "2.0", "id": None, "result": "done"}

@@ -23,6 +23,7 @@ from spacedrive.ipc import (
     RateLimitExceeded,
     RequestCancelled,
     RequestTimeout,
+    StreamReset,
     UsageError,
     error_from_wire,
     error_to_wire,
@@ -45,6 +46,7 @@ WIRE_CLASSES: list[type[IntegrationError]] = [
     RequestTimeout,
     RequestCancelled,
     ProtocolVersionMismatch,
+    StreamReset,
 ]
 
 

@@ -156,7 +156,7 @@ def test_a_zero_length_frame_is_a_protocol_error() -> None:
         FrameDecoder().feed(header(0))
 
 
-def test_the_compression_bit_is_a_protocol_error_until_compression_exists() -> None:
+def test_the_compression_bit_is_a_protocol_error_unless_compression_was_negotiated() -> None:
     with pytest.raises(ProtocolError, match="compression was not negotiated"):
         FrameDecoder(accept_stream_frames=True).feed(header(0x4000_0002) + b"{}")
 
@@ -259,3 +259,84 @@ def test_stream_data_that_does_not_fit_a_frame_is_a_usage_error() -> None:
         encode_stream_frame(2**32, b"")
     with pytest.raises(UsageError):
         encode_stream_frame(1, b"", flags=256)
+
+
+# -- reading through get_buffer / buffer_updated (asyncio.BufferedProtocol) ----------------------
+
+
+def read_through_buffers(decoder: FrameDecoder, data: bytes, read_size: int) -> list[Frame]:
+    """What a socket transport does: copy at most ``read_size`` bytes into each buffer offered."""
+    frames: list[Frame] = []
+    pos = 0
+    while pos < len(data):
+        buffer = decoder.get_buffer()
+        size = min(len(buffer), read_size, len(data) - pos)
+        buffer[:size] = data[pos : pos + size]
+        pos += size
+        frames += decoder.buffer_updated(size)
+    return frames
+
+
+def test_buffered_reads_decode_the_same_frames_as_feed() -> None:
+    payloads = [b"{}", b"[" + b"1," * 60_000 + b"1]", b"x" * 300]
+    data = b"".join(encode_frame(p) for p in payloads) + encode_stream_frame(
+        3, b"s" * 200_000, flags=STREAM_END
+    )
+    expected: list[Frame] = [*payloads, StreamFrame(3, STREAM_END, b"s" * 200_000)]
+    for read_size in (1, 7, 4096, 65536, 1 << 20):
+        decoder = FrameDecoder(accept_stream_frames=True)
+        assert read_through_buffers(decoder, data, read_size) == expected, read_size
+        assert decoder.buffered_bytes == 0
+    assert all(type(frame) is bytes for frame in read_through_buffers(FrameDecoder(), data[:-200_014], 999))
+
+
+def test_the_rest_of_a_large_payload_is_read_in_place() -> None:
+    decoder = FrameDecoder(accept_stream_frames=True)
+    wire = encode_stream_frame(1, b"d" * 100_000)
+    buffer = decoder.get_buffer()
+    buffer[:1000] = wire[:1000]
+    assert decoder.buffer_updated(1000) == []
+    in_place = decoder.get_buffer()
+    assert len(in_place) == len(wire) - 1000  # exactly the missing bytes of the payload
+    in_place[:] = wire[1000:]
+    [frame] = decoder.buffer_updated(len(in_place))
+    assert isinstance(frame, StreamFrame) and frame.data == b"d" * 100_000
+
+
+def test_the_receive_buffer_size_is_adjustable() -> None:
+    decoder = FrameDecoder()
+    decoder.receive_buffer_size = 4096
+    assert len(decoder.get_buffer()) == 4096
+
+
+# -- a frame that needs a feature switched on by a frame before it in the same read --------------
+
+
+def test_a_stream_frame_after_other_frames_waits_for_them_to_be_handled() -> None:
+    decoder = FrameDecoder()
+    data = encode_frame(b'{"method":"initialized"}') + encode_stream_frame(1, b"early") + encode_frame(b"{}")
+    assert decoder.feed(data) == [b'{"method":"initialized"}']
+    assert decoder.pending_bytes == len(data) - 28
+    decoder.accept_streams()  # what handling `initialized` does
+    assert decoder.resume() == [StreamFrame(1, 0, b"early"), b"{}"]
+    assert decoder.pending_bytes == decoder.buffered_bytes == 0
+    assert decoder.resume() == []
+
+
+def test_a_held_back_frame_is_a_protocol_error_if_the_feature_stays_off() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(encode_frame(b"{}") + encode_stream_frame(1, b"x")) == [b"{}"]
+    with pytest.raises(ProtocolError, match="streams were not negotiated"):
+        decoder.resume()
+    assert decoder.pending_bytes == 0
+
+
+def test_a_held_back_frame_fails_at_the_next_feed_or_at_eof_too() -> None:
+    for finish in ("feed", "eof"):
+        decoder = FrameDecoder()
+        decoder.feed(encode_frame(b"{}") + encode_stream_frame(1, b"x"))
+        with pytest.raises(ProtocolError, match="not negotiated"):
+            if finish == "feed":
+                decoder.feed(encode_frame(b"{}"))
+            else:
+                decoder.feed_eof()

@@ -190,3 +190,37 @@ def test_messages_survive_framing_split_reads_and_decoding(batch: list[Message],
     data = b"".join(encode_frame(encode_message(message)) for message in batch)
     frames = feed_all(FrameDecoder(), split(data, cuts))
     assert [decode_message(frame) for frame in frames] == batch  # type: ignore[arg-type]
+
+
+@given(
+    specs=st.lists(
+        st.binary(min_size=1, max_size=70_000)
+        | st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 255), st.binary(max_size=70_000)),
+        max_size=6,
+    ),
+    read_sizes=st.lists(st.integers(1, 100_000), min_size=1, max_size=6),
+    feed_some=st.booleans(),
+)
+@settings(max_examples=150, deadline=None)
+def test_valid_frames_read_through_buffers_of_any_size_decode_to_the_same_frames(
+    specs: list[bytes | tuple[int, int, bytes]], read_sizes: list[int], feed_some: bool
+) -> None:
+    encoded = [encode_spec(spec) for spec in specs]
+    data = b"".join(wire for wire, _ in encoded)
+    decoder = FrameDecoder(accept_stream_frames=True)
+    frames: list[Frame] = []
+    pos, turn = 0, 0
+    while pos < len(data):
+        size = read_sizes[turn % len(read_sizes)]
+        if feed_some and turn % 2:  # a transport that calls data_received, mixed in
+            frames += decoder.feed(data[pos : pos + size])
+            pos += len(data[pos : pos + size])
+        else:
+            buffer = decoder.get_buffer()
+            size = min(size, len(buffer), len(data) - pos)
+            buffer[:size] = data[pos : pos + size]
+            frames += decoder.buffer_updated(size)
+            pos += size
+        turn += 1
+    assert frames == [frame for _, frame in encoded]
+    assert decoder.buffered_bytes == 0

@@ -3,14 +3,18 @@
 Layers, bottom up (each a private module re-exported here):
 
 * ``_errors``: the exception tree and the mapping of exceptions to wire errors and back;
-* ``_framing``: length-prefixed frames (JSON frames and binary stream frames);
+* ``_framing``: length-prefixed frames (JSON frames and binary stream frames), and
+  ``_compression``: zstd payloads (the ``Z`` bit);
 * ``_jsonrpc``: the JSON-RPC 2.0 message model and codec;
 * ``_transport``: the byte-transport boundary (asyncio's) and an in-memory pipe;
 * ``_dispatcher`` and ``_context``: a connection that matches ids, runs handlers, and owns
   timeouts, cancellation, progress, logs, ping and backpressure;
-* ``_unix``: the Unix domain socket server and client.
+* ``_streams``: binary streams on a connection, with flow control;
+* ``_unix``: the Unix domain socket server and client, and ``_fdpass``: file descriptors
+  over it.
 """
 
+from ._compression import COMPRESSION_CODECS, DEFAULT_COMPRESSION_THRESHOLD
 from ._context import RequestContext
 from ._dispatcher import (
     CLOSE_TIMEOUT,
@@ -20,7 +24,9 @@ from ._dispatcher import (
     MAX_BATCH_LENGTH,
     MAX_REQUEST_TIMEOUT,
     PING_TIMEOUT,
+    WRITE_BUFFER_HARD_LIMIT,
     Connection,
+    ConnectionFeatures,
     LogHandler,
     NotificationHandler,
     ProgressHandler,
@@ -46,11 +52,13 @@ from ._errors import (
     RateLimitExceeded,
     RequestCancelled,
     RequestTimeout,
+    StreamReset,
     UsageError,
     WireError,
     error_from_wire,
     error_to_wire,
 )
+from ._fdpass import MAX_PENDING_FDS
 from ._framing import (
     DEFAULT_MAX_FRAME_SIZE,
     FRAME_HEADER_SIZE,
@@ -61,6 +69,7 @@ from ._framing import (
     Frame,
     FrameDecoder,
     StreamFrame,
+    encode_compressed_frame,
     encode_frame,
     encode_stream_frame,
 )
@@ -80,31 +89,51 @@ from ._jsonrpc import (
     decode_message,
     encode_message,
 )
+from ._streams import (
+    CONNECTION_WINDOW_FACTOR,
+    DEFAULT_INITIAL_WINDOW,
+    DEFAULT_STREAM_CHUNK_SIZE,
+    MAX_UNCLAIMED_STREAMS,
+    Chunk,
+    Role,
+    StreamReader,
+    StreamWriter,
+)
 from ._transport import DEFAULT_HIGH_WATER, MemoryTransport, memory_pipe
 from ._unix import MAX_SOCKET_PATH_BYTES, UnixServer, check_socket_path, connect_unix
 
 __all__ = [
     "CLOSE_TIMEOUT",
+    "COMPRESSION_CODECS",
+    "CONNECTION_WINDOW_FACTOR",
     "CONNECT_TIMEOUT",
+    "DEFAULT_COMPRESSION_THRESHOLD",
     "DEFAULT_HIGH_WATER",
+    "DEFAULT_INITIAL_WINDOW",
     "DEFAULT_MAX_CONCURRENT_REQUESTS",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_STREAM_CHUNK_SIZE",
     "FRAME_HEADER_SIZE",
     "JSONRPC_VERSION",
     "MAX_BATCH_LENGTH",
     "MAX_FRAME_SIZE_LIMIT",
+    "MAX_PENDING_FDS",
     "MAX_REQUEST_TIMEOUT",
     "MAX_SOCKET_PATH_BYTES",
+    "MAX_UNCLAIMED_STREAMS",
     "PING_TIMEOUT",
     "STREAM_END",
     "STREAM_HEADER_SIZE",
     "STREAM_RESET",
+    "WRITE_BUFFER_HARD_LIMIT",
     "AuthenticationFailed",
     "Batch",
+    "Chunk",
     "ConfigurationError",
     "Connection",
     "ConnectionClosed",
+    "ConnectionFeatures",
     "Decoded",
     "ErrorCode",
     "ErrorObject",
@@ -139,13 +168,18 @@ __all__ = [
     "RequestHandler",
     "RequestTimeout",
     "Response",
+    "Role",
     "StreamFrame",
+    "StreamReader",
+    "StreamReset",
+    "StreamWriter",
     "UnixServer",
     "UsageError",
     "WireError",
     "check_socket_path",
     "connect_unix",
     "decode_message",
+    "encode_compressed_frame",
     "encode_frame",
     "encode_message",
     "encode_stream_frame",

@@ -8,6 +8,7 @@ from ._jsonrpc import Id
 
 if TYPE_CHECKING:
     from ._dispatcher import Connection
+    from ._streams import StreamReader, StreamWriter
 
 __all__ = ["RequestContext"]
 
@@ -19,15 +20,21 @@ class RequestContext:
     cancelled too; a handler that shields work can poll it). ``progress`` sends ``$/progress``
     with the request id as token, which also resets the requester's timeout. ``connection``
     lets the handler call back into the peer.
+
+    Streams (when negotiated): ``open_stream`` opens one tied to this request: it is reset if
+    the handler fails or returns a result that does not announce it (``{"stream": id}``);
+    ``accept_stream`` takes the one the params announce (it is cancelled when the request is
+    answered unless it was read to the end).
     """
 
-    __slots__ = ("_cancelled", "connection", "method", "request_id")
+    __slots__ = ("_cancelled", "_opened", "connection", "method", "request_id")
 
     def __init__(self, connection: Connection, request_id: Id, method: str) -> None:
         self.connection = connection
         self.request_id = request_id
         self.method = method
         self._cancelled = False
+        self._opened: list[StreamWriter] | None = None  # created by open_stream
 
     @property
     def cancelled(self) -> bool:
@@ -49,3 +56,15 @@ class RequestContext:
     def log(self, level: str, message: str, data: Any = None) -> None:
         """Send a ``$/log`` notification to the peer."""
         self.connection.log(level, message, data)
+
+    def open_stream(self) -> StreamWriter:
+        """A stream to the peer that lives on after this request only if the result announces it."""
+        writer = self.connection.open_stream()
+        if self._opened is None:
+            self._opened = []
+        self._opened.append(writer)
+        return writer
+
+    def accept_stream(self, stream_id: object) -> StreamReader:
+        """The stream the peer announced (``InvalidParams`` if there is none by that id)."""
+        return self.connection.accept_stream(stream_id)

@@ -1,8 +1,9 @@
 """The dispatcher: one JSON-RPC 2.0 connection, both directions, over any asyncio transport.
 
 It knows nothing about integrations: methods are strings, params are lists or dicts. A
-``Connection`` is an ``asyncio.Protocol`` (no streams: ``data_received`` feeds the sans-IO
-decoder directly) and an async context manager that owns a ``TaskGroup``::
+``Connection`` is an ``asyncio.Protocol`` (no asyncio streams: ``data_received`` feeds the sans-IO
+decoder directly; with streams on, socket transports read straight into the decoder's buffer
+through its ``BufferedProtocol`` side) and an async context manager that owns a ``TaskGroup``::
 
     async with Connection({"echo": echo}) as conn:   # after the transport connected it
         result = await conn.request("other.method", {"x": 1})
@@ -16,10 +17,14 @@ Each incoming request runs in its own task. ``$/cancel`` cancels it and it is an
 ``RequestCancelled``; every id gets exactly one answer, whichever of handler and cancellation
 finishes first. At most ``max_concurrent_requests`` handlers run at once and as many again may
 wait; past that the connection stops reading (``transport.pause_reading()``), and it also stops
-reading while the transport's write buffer is full, so a peer that does not read its answers
-cannot make us buffer without bound. ``ping``, ``$/cancel`` and ``$/progress`` are handled as
-soon as they are read, without a task and never queued behind handlers (but while reading is
-paused they wait in the socket like everything else: a peer that saturates us sees its pings
+reading while more than ``WRITE_BUFFER_HARD_LIMIT`` bytes wait in the transport's write buffer,
+so a peer that does not read its answers cannot make us buffer without bound. (Not as soon as
+the buffer passes the transport's high-water mark: two peers sending each other large messages
+at once would both stop reading and wait for each other forever. They still do if both hold
+more than ``WRITE_BUFFER_HARD_LIMIT`` of answers: bulk data belongs in streams, whose writers
+wait at the high-water mark.) ``ping``, ``$/cancel`` and ``$/progress`` are handled as soon as
+they are read, without a task and never queued behind handlers (but while reading is paused
+they wait in the socket like everything else: a peer that saturates us sees its pings
 delayed). Outgoing timeouts share one timer per connection, set for the earliest deadline.
 
 A handler's exception becomes a JSON-RPC error through ``error_to_wire`` (no traceback on the
@@ -29,20 +34,32 @@ request pending on it fails with ``ProtocolError``; other connections are untouc
 
 Methods reserved by the protocol: ``ping`` (result ``null``); ``$/cancel`` ``{"id"}``;
 ``$/progress`` ``{"token", "progress"?, "total"?, "message"?}`` (token = the request id);
-``$/log`` ``{"level", "message", "data"?}``.
+``$/log`` ``{"level", "message", "data"?}``; ``$/stream/window`` and ``$/stream/cancel``
+(``_streams``); ``$/fd`` (``_fdpass``).
+
+Features negotiated in the handshake are switched on by the handshake code, each side at the
+moment it knows both agreed (``docs/protocol.md`` §4): ``enable_streams`` (binary streams,
+``open_stream`` / ``accept_stream``, see ``_streams``), ``enable_compression`` (zstd, see
+``_compression``), ``enable_fd_passing`` (see ``_fdpass``); ``enable_features`` takes the
+``features`` object of the ``initialize`` result and calls them. Stream writers wait while
+the write buffer is above the high-water mark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import math
+import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
 
+from ._compression import COMPRESSION_CODECS, DEFAULT_COMPRESSION_THRESHOLD, CompressionBackoff, ZstdCodec
 from ._context import RequestContext
 from ._errors import (
     ConnectionClosed,
@@ -51,11 +68,19 @@ from ._errors import (
     ProtocolError,
     RequestCancelled,
     RequestTimeout,
+    StreamReset,
     UsageError,
     error_from_wire,
     error_to_wire,
 )
-from ._framing import DEFAULT_MAX_FRAME_SIZE, FrameDecoder, encode_frame
+from ._framing import (
+    DEFAULT_MAX_FRAME_SIZE,
+    Frame,
+    FrameDecoder,
+    StreamFrame,
+    encode_compressed_frame,
+    encode_frame,
+)
 from ._jsonrpc import (
     Decoded,
     ErrorObject,
@@ -70,6 +95,22 @@ from ._jsonrpc import (
     decode_message,
     encode_message,
 )
+from ._streams import (
+    CANCEL_METHOD,
+    DEFAULT_INITIAL_WINDOW,
+    DEFAULT_STREAM_CHUNK_SIZE,
+    WINDOW_METHOD,
+    Role,
+    StreamMux,
+    StreamReader,
+    StreamWriter,
+    announced_stream,
+)
+
+if TYPE_CHECKING:
+    from ._fdpass import FdPassing
+
+FD_METHOD: Final = "$/fd"
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -79,7 +120,9 @@ __all__ = [
     "MAX_BATCH_LENGTH",
     "MAX_REQUEST_TIMEOUT",
     "PING_TIMEOUT",
+    "WRITE_BUFFER_HARD_LIMIT",
     "Connection",
+    "ConnectionFeatures",
     "LogHandler",
     "NotificationHandler",
     "ProgressHandler",
@@ -97,8 +140,15 @@ CLOSE_TIMEOUT: Final = 5.0
 """Seconds a closing connection waits for its transport to flush before aborting it."""
 DEFAULT_MAX_CONCURRENT_REQUESTS: Final = 64
 MAX_BATCH_LENGTH: Final = 1024
+STREAM_RECEIVE_BUFFER_SIZE: Final = 1024 * 1024
+"""Bytes read at once on a connection with streams (without: ``RECEIVE_BUFFER_SIZE``)."""
+STREAM_SOCKET_BUFFER_LIMIT: Final = 4 * 1024 * 1024
+"""The largest ``SO_SNDBUF`` we ask for (two initial windows, up to this)."""
+WRITE_BUFFER_HARD_LIMIT: Final = 8 * 1024 * 1024
+"""Reading stops while more than this many bytes wait in the write buffer."""
 _MAX_ABANDONED_IDS: Final = 4096
 _TIMER_SLACK: Final = 0.001  # a timer may fire this early (clock resolution)
+FRAME_DISCARD_SIZE: Final = 4096  # read buffer handed out after a close: its bytes are ignored
 
 RequestHandler: TypeAlias = Callable[[RequestContext, Params], Awaitable[Any]]
 NotificationHandler: TypeAlias = Callable[[Params], Awaitable[None] | None]
@@ -138,10 +188,20 @@ class _Pending:
         self.deadline = min(give_up_at, start + timeout)  # pushed back by progress, up to give_up_at
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionFeatures:
+    """What is switched on: the negotiated features of ``docs/protocol.md`` §4, and our role."""
+
+    role: Role | None = None
+    stream_window: int | None = None
+    compression: str | None = None
+    fd_passing: bool = False
+
+
 class _Incoming:
     """An incoming request, from arrival to its one answer."""
 
-    __slots__ = ("answered", "batch", "context", "handler", "request", "started", "task")
+    __slots__ = ("answered", "batch", "context", "handler", "request", "started", "stream", "task")
 
     def __init__(
         self, request: Request, handler: RequestHandler, context: RequestContext, batch: _BatchReply | None
@@ -153,6 +213,7 @@ class _Incoming:
         self.task: asyncio.Task[None] | None = None
         self.started = False
         self.answered = False
+        self.stream: StreamReader | None = None  # announced in the params: cancelled with the request
 
 
 class _BatchReply:
@@ -223,6 +284,11 @@ class Connection(asyncio.Protocol):
         self._timer_at = math.inf
         self._notification_tasks: set[asyncio.Task[None]] = set()
         self._early: list[bytes] = []  # read before the context was entered
+        self._mux: StreamMux | None = None
+        self._codec: ZstdCodec | None = None
+        self._json_backoff = CompressionBackoff()
+        self._fds: FdPassing | None = None
+        self._role: Role | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -255,6 +321,148 @@ class Connection(asyncio.Protocol):
         """Outgoing requests waiting for their answer."""
         return len(self._pending)
 
+    @property
+    def max_frame_size(self) -> int:
+        return self._max_frame
+
+    @property
+    def features(self) -> ConnectionFeatures:
+        """The features switched on so far (by the handshake)."""
+        mux = self._mux
+        return ConnectionFeatures(
+            role=self._role,
+            stream_window=None if mux is None else mux.initial_window,
+            compression=None if self._codec is None else self._codec.name,
+            fd_passing=self._fds is not None,
+        )
+
+    # -- negotiated features -----------------------------------------------------------------
+
+    def enable_features(self, features: Mapping[str, Any], *, role: Role) -> None:
+        """Switch on what the ``features`` object of an ``initialize`` result agreed.
+
+        ``{"streams": {"initial_window": n} | null, "compression": ["zstd"], "fd_passing": bool}``;
+        missing members mean off. Call it where ``docs/protocol.md`` §4 says (the core: after
+        the result, before ``initialized``; the integration: on ``initialized``, synchronously).
+        """
+        streams = features.get("streams")
+        if isinstance(streams, Mapping):
+            self.enable_streams(
+                initial_window=int(streams.get("initial_window", DEFAULT_INITIAL_WINDOW)), role=role
+            )
+        else:
+            self._role = role
+        codecs = features.get("compression") or []
+        chosen = [codec for codec in codecs if codec in COMPRESSION_CODECS]
+        if chosen:
+            self.enable_compression(chosen[0])
+        if features.get("fd_passing") is True:
+            self.enable_fd_passing()
+
+    def enable_streams(
+        self,
+        *,
+        initial_window: int = DEFAULT_INITIAL_WINDOW,
+        role: Role,
+        chunk_size: int = DEFAULT_STREAM_CHUNK_SIZE,
+    ) -> None:
+        """Accept stream frames and allow ``open_stream``/``accept_stream`` from now on.
+
+        ``role`` decides the parity of our stream ids (``"core"``: even, ``"integration"``:
+        odd); ``initial_window`` is the negotiated ``streams.initial_window``; ``chunk_size``
+        the data bytes per frame we send (local, not negotiated).
+        """
+        if self._mux is not None:
+            raise UsageError("streams are already enabled on this connection")
+        self._mux = StreamMux(self, initial_window=initial_window, role=role, chunk_size=chunk_size)
+        self._role = role
+        self._decoder.accept_streams()
+        self._decoder.receive_buffer_size = STREAM_RECEIVE_BUFFER_SIZE
+        self._tune_socket()
+
+    def _tune_socket(self) -> None:
+        """With streams on, tune the transport for bulk data (measured, ``benchmarks/ipc_bulk.py``).
+
+        The kernel may hold two windows of ours (with the default ~200 KiB, producer and
+        consumer take turns instead of overlapping); and the socket transport reads into our
+        buffer (``BufferedProtocol``, through an adapter: asyncio and uvloop read that way only
+        for protocols that are not ``asyncio.Protocol``): a quarter less CPU per byte. For small
+        messages it costs some latency, hence only with streams.
+        """
+        transport = self._transport
+        if self._mux is None or transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return
+        if not isinstance(transport.get_protocol(), _BufferedAdapter):
+            transport.set_protocol(_BufferedAdapter(self))
+        wanted = min(2 * self._mux.initial_window, STREAM_SOCKET_BUFFER_LIMIT)
+        with contextlib.suppress(OSError):
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < wanted:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, wanted)
+
+    def enable_compression(
+        self, codec: str = "zstd", *, threshold: int = DEFAULT_COMPRESSION_THRESHOLD, level: int | None = None
+    ) -> None:
+        """Accept ``Z`` frames, and compress what we send above ``threshold`` bytes when it pays."""
+        if codec not in COMPRESSION_CODECS:
+            raise UsageError(f"unknown compression codec {codec!r}; known: {list(COMPRESSION_CODECS)}")
+        if self._codec is not None:
+            raise UsageError("compression is already enabled on this connection")
+        options: dict[str, Any] = {"threshold": threshold}
+        if level is not None:
+            options["level"] = level
+        self._codec = ZstdCodec(self._max_frame, **options)
+        self._decoder.accept_compression(self._codec.decompress)
+
+    def enable_fd_passing(self) -> None:
+        """Pass file descriptors on this Unix socket from now on (``send_fd`` / ``receive_fd``).
+
+        Replaces the transport by one that reads and writes ancillary data (see ``_fdpass``);
+        ``UsageError`` if the transport is not a Unix socket.
+        """
+        from ._fdpass import FdPassing
+
+        if self._fds is not None:
+            raise UsageError("fd passing is already enabled on this connection")
+        self._check_open()
+        self._fds = FdPassing.install(self)
+
+    async def send_fd(self, fd: int) -> int:
+        """Send a duplicate of ``fd`` to the peer; return the id to announce (``{"fd": id}``).
+
+        The caller keeps ``fd`` (close it when you like: the peer has its own copy).
+        """
+        if self._fds is None:
+            raise UsageError("fd passing was not negotiated on this connection")
+        return await self._fds.send(fd)
+
+    def receive_fd(self, fd_id: object) -> int:
+        """Take the descriptor the peer sent as ``fd_id``; the caller owns (and closes) it."""
+        if self._fds is None:
+            raise UsageError("fd passing was not negotiated on this connection")
+        return self._fds.take(fd_id)
+
+    # -- streams -----------------------------------------------------------------------------
+
+    def open_stream(self) -> StreamWriter:
+        """Open a stream to the peer; announce its ``id`` in a request's params or a result."""
+        return self._streams().open()
+
+    def accept_stream(self, stream_id: object) -> StreamReader:
+        """The reading end of the stream the peer announced as ``stream_id``.
+
+        ``InvalidParams`` if the peer never opened it (or it was accepted already),
+        ``StreamReset`` if it is already closed.
+        """
+        return self._streams().accept(stream_id)
+
+    def _streams(self) -> StreamMux:
+        if self._mux is None:
+            raise UsageError("streams were not negotiated on this connection")
+        return self._mux
+
     async def request(
         self,
         method: str,
@@ -286,12 +494,40 @@ class Connection(asyncio.Protocol):
         self._pending[request_id] = pending
         if pending.deadline < self._timer_at:
             self._arm_timer(pending.deadline)
+        if self._mux is None:
+            try:
+                return await pending.future
+            except asyncio.CancelledError:
+                if self._pending.pop(request_id, None) is not None:
+                    self._abandon(request_id)
+                raise
+        writer_id = announced_stream(params)
         try:
             return await pending.future
-        except asyncio.CancelledError:
-            if self._pending.pop(request_id, None) is not None:
-                self._abandon(request_id)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                if self._pending.pop(request_id, None) is not None:
+                    self._abandon(request_id)
+                elif pending.future.done() and not pending.future.cancelled():
+                    self._release_result(pending.future, method)  # answered, but nobody takes it
+            if writer_id is not None:
+                self._reset_writer(writer_id, method, exc)
             raise
+
+    def _reset_writer(self, stream_id: int, method: str, exc: BaseException) -> None:
+        """The request that announced our stream failed: the stream is of no use any more."""
+        writer = self._mux.writer(stream_id) if self._mux is not None else None
+        if writer is not None:
+            reason = type(exc).__name__ if not isinstance(exc, IntegrationError) else exc.message
+            writer._abort(
+                StreamReset(f"stream {stream_id}: request {method!r} failed: {reason}"), send_reset=True
+            )
+
+    def _release_result(self, future: asyncio.Future[Any], method: str) -> None:
+        if future.exception() is None and self._mux is not None:
+            stream_id = announced_stream(future.result())
+            if stream_id is not None:
+                self._mux.cancel_unclaimed(stream_id, f"the answer to {method!r} was not taken")
 
     async def ping(self, max_wait: float = PING_TIMEOUT) -> None:
         """Round-trip a ``ping``; raises ``RequestTimeout`` if the peer does not answer in time."""
@@ -350,6 +586,7 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)
+        self._tune_socket()
         if self._tg is None:  # not entered yet: nothing may run before the TaskGroup exists
             self._reading = False
             self._transport.pause_reading()
@@ -359,19 +596,49 @@ class Connection(asyncio.Protocol):
         if self._lost or self._close_reason is not None:
             return
         if self._tg is None:  # some loops (uvloop) start reading despite connection_made's pause
-            self._early.append(data)
-            self._reading = False
-            cast(asyncio.Transport, self._transport).pause_reading()
+            self._hold_early(data)
             return
         try:
-            for frame in self._decoder.feed(data):
-                if type(frame) is not bytes:
-                    raise ProtocolError("stream frames were not negotiated")
-                self._on_message(decode_message(frame))
-                if self._close_reason is not None:
-                    return
+            self._on_frames(self._decoder.feed(data))
         except ProtocolError as exc:
             self._protocol_failure(exc)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._lost or self._close_reason is not None:
+            return memoryview(bytearray(FRAME_DISCARD_SIZE))  # read and ignored: we are closing
+        return self._decoder.get_buffer()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._lost or self._close_reason is not None:
+            return
+        if self._tg is None:
+            self._hold_early(bytes(self._decoder.get_buffer()[:nbytes]))
+            return
+        try:
+            self._on_frames(self._decoder.buffer_updated(nbytes))
+        except ProtocolError as exc:
+            self._protocol_failure(exc)
+
+    def _hold_early(self, data: bytes) -> None:
+        self._early.append(data)
+        self._reading = False
+        cast(asyncio.Transport, self._transport).pause_reading()
+
+    def _on_frames(self, frames: list[Frame]) -> None:
+        while True:
+            for frame in frames:
+                if type(frame) is bytes:
+                    self._on_message(decode_message(frame))
+                else:
+                    assert self._mux is not None  # the decoder refuses stream frames until enabled
+                    self._mux.on_frame(cast(StreamFrame, frame))
+                if self._close_reason is not None:
+                    return
+            if not self._decoder.pending_bytes:
+                break
+            frames = self._decoder.resume()  # after `initialized` switched features on (§4.3)
+        if self._write_paused:
+            self._update_reading()  # answers written while reading may have filled the buffer
 
     def eof_received(self) -> bool | None:
         try:
@@ -388,6 +655,10 @@ class Connection(asyncio.Protocol):
             self._close_reason = exc
         if self._timer is not None:
             self._timer.cancel()
+        if self._mux is not None:
+            self._mux.connection_lost(self._closed_error())
+        if self._fds is not None:
+            self._fds.connection_lost()
         for pending in self._pending.values():
             if not pending.future.done():
                 pending.future.set_exception(self._closed_error())
@@ -414,6 +685,10 @@ class Connection(asyncio.Protocol):
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+        if self._mux is not None:
+            self._mux.wake_blocked()
+        if self._fds is not None:
+            self._fds.resume_writing()
         self._update_reading()
 
     # -- incoming messages ------------------------------------------------------------------
@@ -462,6 +737,10 @@ class Connection(asyncio.Protocol):
             return
         entry = _Incoming(request, handler, RequestContext(self, request_id, request.method), batch)
         self._incoming[request_id] = entry
+        if self._mux is not None:
+            stream_id = announced_stream(request.params)
+            if stream_id is not None:
+                entry.stream = self._mux.unclaimed(stream_id)
         if batch is not None:
             batch.waiting += 1
         if self._running < self._max_concurrent:
@@ -476,6 +755,10 @@ class Connection(asyncio.Protocol):
         if pending is None:
             if response.id in self._abandoned:
                 del self._abandoned[response.id]
+                if self._mux is not None and type(response) is Response:
+                    stream_id = announced_stream(response.result)
+                    if stream_id is not None:
+                        self._mux.cancel_unclaimed(stream_id, "the request was abandoned")
             elif response.id is None and type(response) is ErrorResponse:
                 logger.warning("%s: the peer reported an error: %s", self.name, response.error)
             else:
@@ -490,6 +773,8 @@ class Connection(asyncio.Protocol):
 
     def _on_notification(self, notification: Notification) -> None:
         method, params = notification.method, notification.params
+        if method.startswith("$/") and self._on_feature_notification(method, params):
+            return
         handler = self._notification_handlers.get(method)
         if handler is not None:
             self._run_notification_handler(method, handler, params)
@@ -502,8 +787,25 @@ class Connection(asyncio.Protocol):
         else:
             logger.debug("%s: no handler for notification %r", self.name, method)
 
+    def _on_feature_notification(self, method: str, params: Params) -> bool:
+        """Handle the notifications of negotiated features; False if ``method`` is not one."""
+        if method == WINDOW_METHOD:
+            if self._mux is not None:
+                self._mux.on_window(params)
+        elif method == CANCEL_METHOD:
+            if self._mux is not None:
+                self._mux.on_cancel(params)
+        elif method == FD_METHOD:
+            if self._fds is not None:
+                self._fds.on_fd(params)
+        else:
+            return False
+        return True
+
     def _on_cancel(self, params: Params) -> None:
-        request_id = params.get("id") if isinstance(params, dict) else None
+        if not isinstance(params, dict) or "id" not in params:
+            return  # no id at all: not a cancellation of the request whose id is null
+        request_id = params["id"]
         entry = self._incoming.get(request_id) if _is_id(request_id) else None
         if entry is None or entry.answered:
             return  # already answered: the cancellation lost the race, nothing to do
@@ -595,6 +897,10 @@ class Connection(asyncio.Protocol):
             self._queued -= 1
         if entry.batch is not None:
             entry.batch.waiting -= 1
+        if entry.stream is not None and not entry.stream.at_eof:
+            entry.stream._abandon(StreamReset(f"stream {entry.stream.id}: its request was answered"))
+        if entry.context._opened:
+            self._settle_opened(entry.context._opened, reply)
         self._answer(reply, entry.batch)
         while self._queue and self._running < self._max_concurrent and not self._lost:
             queued = self._queue.popleft()
@@ -602,6 +908,14 @@ class Connection(asyncio.Protocol):
                 self._queued -= 1
                 self._start(queued)
         self._update_reading()
+
+    def _settle_opened(self, writers: list[StreamWriter], reply: Message) -> None:
+        """Streams a handler opened live on only if its result announces them."""
+        announced = announced_stream(reply.result) if type(reply) is Response else None
+        for writer in writers:
+            if writer.id != announced:
+                error = StreamReset(f"stream {writer.id}: its request failed or did not return it")
+                writer._abort(error, send_reset=True)
 
     def _answer(self, reply: Message, batch: _BatchReply | None) -> None:
         if batch is None:
@@ -614,7 +928,12 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._tg is None or self._lost:
             return
-        should_read = not self._write_paused and self._queued < self._max_concurrent
+        if self._fds is not None and not self._fds.ready:
+            should_read = False  # switching to the fd transport: the old one must not read
+        else:
+            should_read = self._queued < self._max_concurrent and (
+                not self._write_paused or transport.get_write_buffer_size() <= WRITE_BUFFER_HARD_LIMIT
+            )
         if should_read != self._reading:
             self._reading = should_read
             if should_read:
@@ -630,7 +949,20 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        transport.write(encode_frame(encode_message(message), max_frame_size=self._max_frame))
+        payload = encode_message(message)
+        codec = self._codec
+        if codec is not None and len(payload) > codec.threshold:
+            compressed = codec.compress(payload, self._json_backoff)
+            if compressed is not None:
+                transport.write(encode_compressed_frame(compressed, max_frame_size=self._max_frame))
+                return
+        transport.write(encode_frame(payload, max_frame_size=self._max_frame))
+
+    def _write(self, frame: bytes) -> None:
+        """Write an encoded frame (streams and fds use this); dropped once closing."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(frame)
 
     def _send_request(self, request: Request) -> None:
         self._check_open()
@@ -714,6 +1046,32 @@ class Connection(asyncio.Protocol):
         self._close_reason = exc
         if self._transport is not None:
             self._transport.abort()
+
+
+class _BufferedAdapter(asyncio.BufferedProtocol):
+    """Presents a ``Connection`` to a socket transport as a pure ``BufferedProtocol``."""
+
+    __slots__ = ("buffer_updated", "connection", "get_buffer")
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.get_buffer = connection.get_buffer  # type: ignore[method-assign]
+        self.buffer_updated = connection.buffer_updated  # type: ignore[method-assign]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connection.connection_made(transport)
+
+    def eof_received(self) -> bool | None:
+        return self.connection.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connection.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.connection.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.connection.resume_writing()
 
 
 def _is_id(value: object) -> bool:

@@ -21,6 +21,7 @@ peer's fault and never goes on the wire as such::
     │   ├── RequestTimeout               -32008  the request outlived its deadline
     │   ├── RequestCancelled             -32009  the request was cancelled ($/cancel)
     │   ├── ProtocolVersionMismatch      -32012  handshake: no protocol version in both ranges
+    │   ├── StreamReset                  -32013  a binary stream was reset or cancelled
     │   └── ConnectionClosed             -32010  the connection ended before the answer
     │       └── ProtocolError            -32011  the PEER misbehaved; the connection is closed
     └── UsageError (RuntimeError)                YOU misused the API (a bug in the caller)
@@ -45,7 +46,9 @@ code     class                    meaning
 -32011   ProtocolError            local only: the peer broke the protocol; connection closed
 -32012   ProtocolVersionMismatch  ``initialize``: the version ranges do not overlap; ``data``
                                   is ``{"core": {"min", "max"}, "integration": {...}}``
--32013   (reserved)               -32013 to -32099 are reserved for future protocol errors
+-32013   StreamReset              a binary stream the request depends on was reset by its
+                                  producer or cancelled by its consumer (``docs/protocol.md`` §8)
+-32014   (reserved)               -32014 to -32099 are reserved for future protocol errors
 =======  =======================  ============================================================
 
 ``error_to_wire`` turns any exception into a JSON-RPC error object (unknown exceptions become
@@ -82,6 +85,7 @@ __all__ = [
     "RateLimitExceeded",
     "RequestCancelled",
     "RequestTimeout",
+    "StreamReset",
     "UsageError",
     "WireError",
     "error_from_wire",
@@ -110,6 +114,7 @@ class ErrorCode(IntEnum):
     CONNECTION_CLOSED = -32010
     PROTOCOL_ERROR = -32011
     PROTOCOL_VERSION_MISMATCH = -32012
+    STREAM_RESET = -32013
 
 
 class IntegrationError(Exception):
@@ -210,6 +215,16 @@ class ProtocolVersionMismatch(IntegrationError):
     default_message = "Protocol version mismatch"
 
 
+class StreamReset(IntegrationError):
+    """A binary stream ended without its END: RESET by its producer, or cancelled by its consumer.
+
+    Raised by stream reads and writes; a handler that lets it escape answers with it.
+    """
+
+    default_code = ErrorCode.STREAM_RESET
+    default_message = "Stream reset"
+
+
 class ConnectionClosed(IntegrationError):
     """The connection ended (cleanly or not) while something still depended on it."""
 
@@ -262,6 +277,7 @@ _BY_CODE: dict[int, type[IntegrationError]] = {
         RequestTimeout,
         RequestCancelled,
         ProtocolVersionMismatch,
+        StreamReset,
     )
 }
 
