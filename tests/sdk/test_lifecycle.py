@@ -334,10 +334,6 @@ async def test_cancel_for_unknown_answered_or_malformed_ids_is_ignored_and_never
     assert events == ["stopped (cancelled: False)", "stopped (cancelled: False)"]
 
 
-@pytest.mark.xfail(
-    reason="dispatcher: _on_cancel reads a missing id as null; needs `'id' in params` (see the report)",
-    strict=False,
-)
 async def test_a_cancel_without_an_id_does_not_cancel_a_request_whose_id_is_null() -> None:
     app, started, release, _ = blocking_search_app()
     async with raw_serving(app) as harness:
