@@ -22,10 +22,28 @@ def run_child(script: Path, *args: str) -> dict[str, Any]:
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+MIB = 1024 * 1024
+
+
+def rss_now_mib() -> float:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
+
+
 def peak_rss_mib() -> float:
+    """Peak RSS of this process image: ``VmHWM`` (``ru_maxrss`` also counts the parent's RSS
+    at ``fork``, as the kernel folds the forked copy's peak in at ``exec``)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -399,6 +399,20 @@ def server_process(
 # -- measuring ----------------------------------------------------------------------------------
 
 
+async def measure_echo(call: Callable[[], Awaitable[Any]], plan: Plan, server_pid: int | None) -> Measured:
+    """The standard echo measurement: the plan's sizes, sequential then pipelined."""
+    sizes = plan.sizes
+    return await measure(
+        call,
+        plan,
+        server_pid,
+        warmup=sizes.warmup,
+        sequential=sizes.sequential,
+        pipelined=sizes.pipelined,
+        window=plan.window,
+    )
+
+
 async def measure(
     call: Callable[[], Awaitable[Any]],
     plan: Plan,
@@ -458,16 +472,7 @@ async def client_ours(path: str, server: Server, plan: Plan) -> Measured:
         call = functools.partial(connection.request, "echo", PARAMS)
         result = await call()
         assert result == PARAMS, result
-        sizes = plan.sizes
-        return await measure(
-            call,
-            plan,
-            server.pid,
-            warmup=sizes.warmup,
-            sequential=sizes.sequential,
-            pipelined=sizes.pipelined,
-            window=plan.window,
-        )
+        return await measure_echo(call, plan, server.pid)
 
 
 class RawClient:
@@ -512,16 +517,7 @@ async def client_raw(path: str, server: Server, plan: Plan) -> Measured:
         call = functools.partial(client.request, "echo", PARAMS)
         result = await call()
         assert result == PARAMS, result
-        sizes = plan.sizes
-        return await measure(
-            call,
-            plan,
-            server.pid,
-            warmup=sizes.warmup,
-            sequential=sizes.sequential,
-            pipelined=sizes.pipelined,
-            window=plan.window,
-        )
+        return await measure_echo(call, plan, server.pid)
     finally:
         await client.close()
 

@@ -42,7 +42,6 @@ import asyncio
 import json
 import os
 import platform
-import resource
 import socket
 import statistics
 import subprocess
@@ -55,7 +54,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import peak_rss_mib, rss_now_mib  # noqa: E402
 from spacedrive.ipc import (  # noqa: E402
     DEFAULT_INITIAL_WINDOW,
     DEFAULT_STREAM_CHUNK_SIZE,
@@ -71,25 +72,6 @@ PHASE_TIMEOUT = 600.0
 CONNECT_TIMEOUT = 30.0
 TARGET_RATIO = 0.5
 STREAM_SNDBUF_WINDOWS = 2  # what Connection asks for: two initial windows
-
-
-def rss_now_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
-
-
-def peak_rss_mib() -> float:
-    """Peak RSS of this process image: ``VmHWM`` (``ru_maxrss`` also counts the parent's RSS
-    at ``fork``, as the kernel folds the forked copy's peak in at ``exec``)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
