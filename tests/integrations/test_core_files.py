@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from spacedrive.integrations._files import MAX_TEXT_BYTES, confine, stat_file, write_text
+from spacedrive.integrations._files import (
+    MAX_TEXT_BYTES,
+    AtomicFile,
+    confine,
+    encode_text,
+    open_for_read,
+    stat_file,
+)
 from spacedrive.integrations._health import metrics_text
 from spacedrive.ipc import InvalidParams, NotFound, PermissionDenied
 from tests.conftest import make_tree
@@ -39,23 +46,60 @@ def test_a_path_must_be_an_absolute_string(root: Path, path: object) -> None:
         confine(path, [root])
 
 
+def write(target: Path, data: bytes, root: Path) -> int:
+    file = AtomicFile.create(target, str(target), [root])
+    try:
+        file.write(data)
+        file.commit()
+    except BaseException:
+        file.abort()
+        raise
+    return file.size
+
+
 def test_write_replaces_atomically_and_keeps_the_mode(root: Path) -> None:
     target = root / "a.txt"
     target.chmod(0o600)
-    assert write_text(target, str(target), "new text", [root]) == 8
+    assert write(target, b"new text", root) == 8
     assert target.read_text() == "new text"
     assert target.stat().st_mode & 0o777 == 0o600
     assert sorted(os.listdir(root)) == ["a.txt", "sub"]  # no temporary file left
 
 
+def test_an_aborted_write_leaves_the_old_version_and_no_temporary_file(root: Path) -> None:
+    file = AtomicFile.create(root / "a.txt", "a.txt", [root])
+    file.write(b"half of the new")
+    assert len(os.listdir(root)) == 3  # the temporary file, beside the old version
+    file.abort()
+    file.abort()  # idempotent
+    assert (root / "a.txt").read_text() == "a"
+    assert sorted(os.listdir(root)) == ["a.txt", "sub"]
+
+
 def test_write_refuses_folders_large_texts_and_missing_folders(root: Path) -> None:
     with pytest.raises(InvalidParams):
-        write_text(root / "sub", str(root / "sub"), "x", [root])
+        write(root / "sub", b"x", root)
     with pytest.raises(InvalidParams):
-        write_text(root / "big.txt", "big", "x" * (MAX_TEXT_BYTES + 1), [root])
+        encode_text("x" * (MAX_TEXT_BYTES + 1))
+    with pytest.raises(InvalidParams):
+        encode_text("\ud800")  # a lone surrogate has no UTF-8
     with pytest.raises(NotFound):
-        write_text(root / "missing" / "x.txt", "x", "x", [root])
+        write(root / "missing" / "x.txt", b"x", root)
     assert sorted(os.listdir(root)) == ["a.txt", "sub"]
+
+
+def test_reading_opens_regular_files_only_and_never_waits_on_a_fifo(root: Path) -> None:
+    fd, size = open_for_read(root / "a.txt", "a.txt", [root])
+    try:
+        assert (size, os.pread(fd, 10, 0)) == (1, b"a")
+    finally:
+        os.close(fd)
+    os.mkfifo(root / "pipe")
+    for name in ("pipe", "sub"):
+        with pytest.raises(InvalidParams, match="not a regular file"):
+            open_for_read(root / name, name, [root])
+    with pytest.raises(NotFound):
+        open_for_read(root / "nope", "nope", [root])
 
 
 def test_stat_describes_files_and_folders(root: Path) -> None:

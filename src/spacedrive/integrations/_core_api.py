@@ -11,9 +11,10 @@ method and params                     permission          result
 ``core.locations.list {}``            ReadLocations       ``[Location]``
 ``core.locations.add {path, name?}``  WriteLocations      ``Location`` (and a ``LocationAdded`` event)
 ``core.files.stat {path}``            ReadFiles           ``{path, kind, size, modified_ns, mode}``
-``core.files.read {path, offset?,     ReadFiles           ``{size, modified_ns}`` for now: the bytes
-length?}``                                                will come as a stream (§8), never as JSON
-``core.files.write {path, text}``     WriteFiles          ``{size}``: small UTF-8 texts, atomically
+``core.files.read {path, offset?,     ReadFiles           ``{size, stream}``: the bytes on a stream (§8)
+length?}``
+``core.files.write {path, stream}``   WriteFiles          ``{size}``, written atomically; a small UTF-8
+                                                          ``text`` may replace ``stream``
 ``core.jobs.create {name, params?}``  CreateJobs          ``{job_id, name, status}``
 ``core.events.subscribe {types?}``    AccessEvents        ``null``; then ``core.event`` notifications
 ``core.credentials.*``                ManageCredentials   MethodNotFound: not available yet
@@ -30,9 +31,10 @@ connection ends; subscribing again replaces the types.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -60,13 +62,14 @@ from spacedrive.ipc._dispatcher import Connection, RequestHandler
 from spacedrive.ipc._errors import (
     IntegrationError,
     InvalidParams,
+    InvalidRequest,
     MethodNotFound,
     NotFound,
     PermissionDenied,
 )
 from spacedrive.ipc._jsonrpc import Params
 
-from ._files import confine, stat_file, write_text
+from ._files import AtomicFile, confine, encode_text, open_for_read, stat_file
 
 __all__ = [
     "CORE_API_PERMISSIONS",
@@ -241,36 +244,37 @@ class CoreApi:
         return await run_blocking(stat_file, real, params["path"], roots)
 
     async def _files_read(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        for name in ("offset", "length"):
-            value = params.get(name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
-                raise InvalidParams(
-                    f"{name} must be an integer >= 0", data={"field": name, "reason": "invalid"}
-                )
+        offset, length = (_count(params, name) for name in ("offset", "length"))
+        _check_streams(ctx, "core.files.read")
         roots = self._roots()
         real = confine(params.get("path"), roots)
-        info = await run_blocking(stat_file, real, params["path"], roots)
-        if info["kind"] != "file":
-            path = params["path"]
-            raise InvalidParams(
-                f"{path!r} is not a regular file",
-                data={"field": "path", "path": path, "reason": "not a file"},
-            )
-        # TODO(streams, docs/protocol.md §8): open a stream of the bytes [offset, offset + length)
-        # and answer {"size", "stream": id}; bytes never travel inside JSON. Metadata until then.
-        return {"size": info["size"], "modified_ns": info["modified_ns"]}
+        fd, size = await run_blocking(open_for_read, real, params["path"], roots)
+        start = min(offset or 0, size)
+        count = size - start if length is None else min(length, size - start)
+        writer = ctx.stream_from(_file_chunks(fd, start, count))
+        return {"size": count, "stream": writer.id}
 
     async def _files_write(self, ctx: RequestContext, params: dict[str, Any]) -> dict[str, Any]:
-        text = params.get("text")
-        if not isinstance(text, str):
+        if "stream" in params:
+            _check_streams(ctx, "core.files.write")
+            source: AsyncIterable[bytes | bytearray | memoryview] = ctx.accept_stream(params["stream"])
+        elif isinstance(params.get("text"), str):
+            source = _one(params["text"])
+        else:
             raise InvalidParams(
-                "text must be a string (small UTF-8 texts only until streams land)",
-                data={"field": "text", "reason": "not a string"},
+                "core.files.write needs the bytes: a `stream` (or, for a small UTF-8 text, `text`)",
+                data={"field": "stream", "reason": "missing"},
             )
         roots = self._roots()
         real = confine(params.get("path"), roots)
-        size = await run_blocking(write_text, real, params["path"], text, roots)
-        return {"size": size}
+        target = await run_blocking(AtomicFile.create, real, params["path"], roots)
+        try:
+            await _write_all(source, target)
+            await run_blocking(target.commit)
+        except BaseException:
+            await run_blocking(target.abort)
+            raise
+        return {"size": target.size}
 
     # -- jobs -------------------------------------------------------------------------------
 
@@ -344,6 +348,55 @@ async def _pump(connection: Connection, subscription: Subscription) -> None:
         event = await subscription.get()
         wire = event.to_json()
         connection.notify(EVENT_NOTIFICATION, {"type": wire.pop("type"), "data": wire})
+
+
+WRITE_BATCH: Final = 1024 * 1024
+"""Bytes of a stream gathered before one write in a worker thread (fewer thread hops)."""
+READ_CHUNK: Final = 256 * 1024
+
+
+def _check_streams(ctx: RequestContext, method: str) -> None:
+    if not ctx.connection.streams_enabled:
+        raise InvalidRequest(
+            f"{method} moves its bytes on a stream: the integration must accept `streams` in initialize",
+            data={"reason": "streams not negotiated", "method": method},
+        )
+
+
+def _count(params: dict[str, Any], name: str) -> int | None:
+    value = params.get(name)
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise InvalidParams(f"{name} must be an integer >= 0", data={"field": name, "reason": "invalid"})
+    return value
+
+
+async def _file_chunks(fd: int, start: int, count: int) -> AsyncIterator[bytes]:
+    """``count`` bytes of ``fd`` from ``start``, read in a worker thread; closes ``fd`` at the end."""
+    try:
+        position, end = start, start + count
+        while position < end:
+            data = await run_blocking(os.pread, fd, min(READ_CHUNK, end - position), position)
+            if not data:  # the file shrank meanwhile: the stream ends early, the consumer sees it
+                return
+            position += len(data)
+            yield data
+    finally:
+        os.close(fd)
+
+
+async def _one(text: str) -> AsyncIterator[bytes]:
+    yield encode_text(text)
+
+
+async def _write_all(source: AsyncIterable[bytes | bytearray | memoryview], target: AtomicFile) -> None:
+    pending = bytearray()
+    async for chunk in source:
+        pending += chunk
+        if len(pending) >= WRITE_BATCH:
+            await run_blocking(target.write, bytes(pending))
+            pending.clear()
+    if pending:
+        await run_blocking(target.write, bytes(pending))
 
 
 async def _not_available(ctx: RequestContext, params: dict[str, Any]) -> Any:

@@ -10,9 +10,9 @@ Resolving first and opening after leaves a window in which a folder could be swa
 link; so the file (or, for a write, its folder) is opened without following a final link and
 the real path of the open descriptor is checked again (``/proc/self/fd``, on Linux).
 
-Writes are small UTF-8 texts (``MAX_TEXT_BYTES``), written atomically: a temporary file in the
-same folder, ``fsync``, then ``rename`` over the target (and ``fsync`` of the folder). Bulk
-data will travel as streams (docs/protocol.md §8), never as JSON.
+Writes are atomic (``AtomicFile``): a temporary file in the same folder, ``fsync``, then
+``rename`` over the target (and ``fsync`` of the folder). Their bytes come on a stream
+(docs/protocol.md §8), or, for a small UTF-8 text (``MAX_TEXT_BYTES``), as ``text``.
 
 Every function here blocks: the core API handlers run them in a worker thread.
 """
@@ -30,10 +30,10 @@ from typing import Any, Final
 
 from spacedrive.ipc._errors import IntegrationError, InvalidParams, NotFound, PermissionDenied
 
-__all__ = ["MAX_TEXT_BYTES", "confine", "stat_file", "write_text"]
+__all__ = ["MAX_TEXT_BYTES", "AtomicFile", "confine", "encode_text", "open_for_read", "stat_file"]
 
 MAX_TEXT_BYTES: Final = 1024 * 1024
-"""The largest text ``core.files.write`` takes (UTF-8 bytes); more must wait for streams."""
+"""The largest ``text`` ``core.files.write`` takes (UTF-8 bytes); send more on a stream."""
 _PROC_FD: Final = "/proc/self/fd"
 _O_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _O_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
@@ -81,22 +81,102 @@ def stat_file(real: Path, shown: str, roots: Sequence[Path]) -> dict[str, Any]:
     }
 
 
-def write_text(real: Path, shown: str, text: str, roots: Sequence[Path]) -> int:
-    """Write ``text`` (UTF-8) to the confined path ``real`` atomically; the bytes written."""
-    data = _encode(text)
+def open_for_read(real: Path, shown: str, roots: Sequence[Path]) -> tuple[int, int]:
+    """``(fd, size)`` of the confined regular file ``real``, opened for reading (the caller closes fd)."""
     try:
-        folder = os.open(real.parent, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused just below.
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | _O_NOFOLLOW | _O_CLOEXEC)
     except OSError as exc:
         raise file_error(exc, shown) from None
     try:
-        _check_descriptor(folder, shown, roots)
-        mode = _target_mode(folder, real.name, shown)
-        _replace(folder, real.name, data, mode)
+        _check_descriptor(fd, shown, roots)
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InvalidParams(
+                f"{shown!r} is not a regular file",
+                data={"field": "path", "path": shown, "reason": "not a file"},
+            )
+        os.set_blocking(fd, True)
     except OSError as exc:
+        os.close(fd)
         raise file_error(exc, shown) from None
-    finally:
-        os.close(folder)
-    return len(data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+class AtomicFile:
+    """A new version of a confined file: written to a temporary file beside it, then renamed over it.
+
+    ``create`` opens the folder (without following a final link) and checks it is still inside
+    the locations; ``commit`` fsyncs the data, renames, and fsyncs the folder; ``abort`` removes
+    the temporary file. Until ``commit`` the old version is untouched: a failed or cut stream
+    never leaves half a file behind.
+    """
+
+    def __init__(self, folder: int, name: str, temporary: str, fd: int, shown: str) -> None:
+        self._folder = folder
+        self._name = name
+        self._temporary = temporary
+        self._fd = fd
+        self.shown = shown
+        self.size = 0
+
+    @classmethod
+    def create(cls, real: Path, shown: str, roots: Sequence[Path]) -> AtomicFile:
+        try:
+            folder = os.open(real.parent, os.O_RDONLY | os.O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC)
+        except OSError as exc:
+            raise file_error(exc, shown) from None
+        try:
+            _check_descriptor(folder, shown, roots)
+            mode = _target_mode(folder, real.name, shown)
+            temporary = f".{real.name}.{secrets.token_hex(6)}.tmp"
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
+            fd = os.open(temporary, flags, mode, dir_fd=folder)
+            if mode != 0o666:
+                os.fchmod(fd, mode)  # the replaced file's mode, whatever the umask
+        except OSError as exc:
+            os.close(folder)
+            raise file_error(exc, shown) from None
+        except BaseException:
+            os.close(folder)
+            raise
+        return cls(folder, real.name, temporary, fd, shown)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            raise file_error(exc, self.shown) from None
+        self.size += len(data)
+
+    def commit(self) -> None:
+        try:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.replace(self._temporary, self._name, src_dir_fd=self._folder, dst_dir_fd=self._folder)
+            os.fsync(self._folder)
+        except OSError as exc:
+            self.abort()
+            raise file_error(exc, self.shown) from None
+        os.close(self._folder)
+        self._folder = -1
+
+    def abort(self) -> None:
+        """Forget the new version (idempotent; a no-op after ``commit``)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._folder >= 0:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._temporary, dir_fd=self._folder)
+            os.close(self._folder)
+            self._folder = -1
 
 
 def file_error(exc: OSError, path: str) -> IntegrationError:
@@ -126,7 +206,8 @@ def _check_descriptor(fd: int, shown: str, roots: Sequence[Path]) -> None:
         raise PermissionDenied(f"{shown!r} {reason}", data={"path": shown, "reason": reason})
 
 
-def _encode(text: str) -> bytes:
+def encode_text(text: str) -> bytes:
+    """``text`` as UTF-8 (``InvalidParams`` when it cannot be, or is over ``MAX_TEXT_BYTES``)."""
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError:
@@ -136,7 +217,7 @@ def _encode(text: str) -> bytes:
     if len(data) > MAX_TEXT_BYTES:
         raise InvalidParams(
             f"text holds {len(data)} bytes, more than the {MAX_TEXT_BYTES} core.files.write takes "
-            "(larger files will travel as streams)",
+            "(send larger files on a stream)",
             data={"field": "text", "reason": "too large"},
         )
     return data
@@ -153,28 +234,6 @@ def _target_mode(folder: int, name: str, shown: str) -> int:
             f"{shown!r} is a folder", data={"field": "path", "path": shown, "reason": "a folder"}
         )
     return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else 0o666
-
-
-def _replace(folder: int, name: str, data: bytes, mode: int) -> None:
-    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_CLOEXEC
-    fd = os.open(temporary, flags, mode, dir_fd=folder)
-    try:
-        try:
-            if mode != 0o666:
-                os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary, dir_fd=folder)
-        raise
-    os.fsync(folder)
 
 
 def _kind(mode: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterable
 from typing import TYPE_CHECKING, Any
 
 from ._jsonrpc import Id
@@ -68,3 +69,14 @@ class RequestContext:
     def accept_stream(self, stream_id: object) -> StreamReader:
         """The stream the peer announced (``InvalidParams`` if there is none by that id)."""
         return self.connection.accept_stream(stream_id)
+
+    def stream_from(self, source: AsyncIterable[bytes | bytearray | memoryview]) -> StreamWriter:
+        """A stream carrying ``source``'s chunks, written in the background; return ``{"stream": id}``.
+
+        The usual way to answer with bytes: ``return {"size": n, "stream": ctx.stream_from(chunks).id}``.
+        The writing goes on after the answer (the peer reads the stream once it has the answer);
+        the stream ends with END, or RESET if ``source`` raises or the result does not announce it.
+        """
+        writer = self.open_stream()
+        self.connection.produce(writer, source)
+        return writer

@@ -54,7 +54,7 @@ import logging
 import math
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
@@ -446,6 +446,11 @@ class Connection(asyncio.Protocol):
 
     # -- streams -----------------------------------------------------------------------------
 
+    @property
+    def streams_enabled(self) -> bool:
+        """Both sides negotiated ``streams`` and they are switched on."""
+        return self._mux is not None
+
     def open_stream(self) -> StreamWriter:
         """Open a stream to the peer; announce its ``id`` in a request's params or a result."""
         return self._streams().open()
@@ -457,6 +462,19 @@ class Connection(asyncio.Protocol):
         ``StreamReset`` if it is already closed.
         """
         return self._streams().accept(stream_id)
+
+    def produce(self, writer: StreamWriter, source: AsyncIterable[bytes | bytearray | memoryview]) -> None:
+        """Write ``source`` to ``writer`` in the background, then END it (RESET if ``source`` fails).
+
+        For a handler that answers with ``{"stream": writer.id}``: the peer accepts the stream
+        only once it reads that answer, so the bytes must keep flowing after the handler
+        returned. The task belongs to the connection and ends with it.
+        """
+        if self._tg is None or self._lost:
+            raise UsageError("the connection is not open")
+        task = self._tg.create_task(_pump(writer, source, self.name))
+        self._notification_tasks.add(task)
+        task.add_done_callback(self._notification_tasks.discard)
 
     def _streams(self) -> StreamMux:
         if self._mux is None:
@@ -1080,6 +1098,24 @@ def _is_id(value: object) -> bool:
 
 def _error_reply(request_id: Id, code: int, message: str, reason: str) -> ErrorResponse:
     return ErrorResponse(request_id, ErrorObject(int(code), message, {"reason": reason}))
+
+
+async def _pump(
+    writer: StreamWriter, source: AsyncIterable[bytes | bytearray | memoryview], name: str
+) -> None:
+    try:
+        async for chunk in source:
+            await writer.write(chunk)
+        await writer.close()
+    except (StreamReset, ConnectionClosed):
+        writer.reset()  # the consumer cancelled or the connection ended: nothing more to send
+    except Exception:
+        logger.exception("%s: the source of stream %s failed: stream reset", name, writer.id)
+        writer.reset()
+    finally:
+        aclose = getattr(source, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 def _exception_reply(request_id: Id, exc: BaseException) -> ErrorResponse:

@@ -24,7 +24,9 @@ from typing import Any, Final, Literal, TypeAlias, TypeVar
 import msgspec
 from msgspec import Struct, field
 
+from ._env import TransportKind
 from ._errors import InvalidParams, ProtocolVersionMismatch
+from ._streams import DEFAULT_INITIAL_WINDOW
 
 __all__ = [
     "AUTH_METHODS",
@@ -52,6 +54,7 @@ __all__ = [
     "negotiate_version",
     "parse_initialize_params",
     "parse_initialize_result",
+    "supported_features",
     "to_wire",
     "validate_capability",
 ]
@@ -270,6 +273,19 @@ def negotiate_features(offered: Features, supported: Features) -> Features:
     compression = [codec for codec in offered.compression if codec in supported.compression]
     return Features(
         streams=streams, compression=compression, fd_passing=offered.fd_passing and supported.fd_passing
+    )
+
+
+def supported_features(transport: TransportKind) -> Features:
+    """Every feature this library implements on ``transport``: streams, zstd, and fd passing on Unix sockets.
+
+    The core offers it and the SDK accepts from it (``negotiate_features``), so both sides use
+    all of it unless a peer in another language implements less.
+    """
+    return Features(
+        streams=StreamsFeature(initial_window=DEFAULT_INITIAL_WINDOW),
+        compression=["zstd"],
+        fd_passing=transport == "unix",
     )
 
 

@@ -41,6 +41,8 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 
+import msgspec
+
 from spacedrive import __version__
 
 from ._dispatcher import Connection, LogHandler, NotificationHandler, RequestHandler
@@ -58,6 +60,7 @@ from ._handshake import (
     VersionRange,
     check_accepted_features,
     parse_initialize_result,
+    supported_features,
     to_wire,
 )
 from ._listen import Listener
@@ -127,7 +130,8 @@ class LaunchOptions:
     runtime_dir: str | os.PathLike[str] | None = None
     config: Mapping[str, Any] = field(default_factory=dict)
     permissions: Permissions = field(default_factory=Permissions)
-    features: Features = field(default_factory=Features)
+    features: Features | None = None
+    """Offered in ``initialize``; ``None``: everything this library supports on the transport."""
     protocol_versions: VersionRange = DEFAULT_VERSIONS
     core_info: PeerInfo = CORE_INFO
     handlers: Mapping[str, RequestHandler] | None = None
@@ -257,8 +261,10 @@ async def launch(
     ``transport`` is ``"unix"``, ``"tcp"`` or ``"stdio"``. ``env`` replaces our environment for
     the child (the protocol variables are always set on top); ``runtime_dir`` is where the
     private socket folder goes (default: a private folder in the temp dir; the core passes
-    ``spacedrive.core.paths.runtime_dir``). ``config``, ``permissions``, ``features`` (offered)
-    and ``protocol_versions`` go into ``initialize``; ``handlers`` and ``notification_handlers``
+    ``spacedrive.core.paths.runtime_dir``). ``config``, ``permissions``, ``features`` (offered;
+    default: all that ``supported_features`` lists for the transport; fd passing is never offered
+    off Unix sockets) and ``protocol_versions`` go into ``initialize``; what the peer accepts is
+    switched on before ``initialized`` is sent; ``handlers`` and ``notification_handlers``
     answer the integration's calls (the core APIs it may use); ``on_log`` receives its ``$/log``,
     ``on_output`` each line of its stderr (and stdout on sockets). ``preexec_fn`` is called in the
     child just before exec (``subprocess.Popen``'s, with all its caveats: keep it tiny).
@@ -275,7 +281,7 @@ async def launch(
         runtime_dir=runtime_dir,
         config=dict(config or {}),
         permissions=permissions or Permissions(),
-        features=features or Features(),
+        features=features,
         protocol_versions=protocol_versions,
         core_info=core_info,
         handlers=handlers,
@@ -298,6 +304,10 @@ class _Session:
             raise ValueError("argv is empty")
         self.argv = argv
         self.options = options
+        offered = options.features if options.features is not None else supported_features(options.transport)
+        if options.transport != "unix" and offered.fd_passing:
+            offered = msgspec.structs.replace(offered, fd_passing=False)
+        self.offered = offered
         self.name = f"integration {options.integration_id!r}"
         self.secret = new_secret()
         self.connection = Connection(
@@ -424,11 +434,13 @@ class _Session:
             integration_id=self.options.integration_id,
             permissions=self.options.permissions,
             config=dict(self.options.config),
-            features=self.options.features,
+            features=self.offered,
         )
         wait = self.options.handshake_timeout  # the deadline of start() is the real bound
         request = self.connection.request("initialize", to_wire(params), idle_timeout=wait, max_timeout=wait)
         result = self._check_result(await self._unless_exited(request))
+        # Before `initialized`: the integration may open a stream as soon as it has it (§4).
+        self.connection.enable_features(to_wire(result.features), role="core")
         self.connection.notify("initialized", {})
         return result
 
@@ -441,7 +453,7 @@ class _Session:
                 f"in the core's range {versions}",
                 data={"field": "protocol_version", "reason": "outside the core's range"},
             )
-        check_accepted_features(self.options.features, result.features)
+        check_accepted_features(self.offered, result.features)
         return result
 
     async def _unless_exited(self, awaitable: Awaitable[_T]) -> _T:

@@ -13,6 +13,11 @@
         ctx.progress(message="counting")
         return {"metadata": {"lines": 3}}
 
+    @app.method("filetype.generate_thumbnail")   # bulk bytes go on a stream, never in JSON
+    async def thumbnail(ctx: Context, path: str, size: dict[str, int]) -> dict[str, object]:
+        stream = ctx.stream_from(render_png_chunks(path, size))   # an async iterable of bytes
+        return {"format": "png", "width": 64, "height": 64, "stream": stream.id}
+
     if __name__ == "__main__":
         app.run()
 
@@ -38,6 +43,7 @@ from spacedrive.ipc._errors import (
     PermissionDenied,
     RateLimitExceeded,
     RequestCancelled,
+    StreamReset,
 )
 from spacedrive.ipc._handshake import (
     Capability,
@@ -50,6 +56,7 @@ from spacedrive.ipc._handshake import (
     ThumbnailGenerator,
 )
 from spacedrive.ipc._stdio import claim_stdio as _claim_stdio
+from spacedrive.ipc._streams import StreamReader, StreamWriter
 
 from ._app import Integration, SessionHook
 from ._context import Context, CoreClient, Session
@@ -84,5 +91,8 @@ __all__ = [
     "SearchProvider",
     "Session",
     "SessionHook",
+    "StreamReader",
+    "StreamReset",
+    "StreamWriter",
     "ThumbnailGenerator",
 ]

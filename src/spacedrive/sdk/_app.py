@@ -172,7 +172,7 @@ class Integration:
         return await self._serve(env)
 
     async def _serve(self, env: LaunchEnvironment) -> int:
-        runner = Runner(self)
+        runner = Runner(self, transport=env.address.kind)
         await connect(runner.connection, env)
         return await runner.serve()
 
@@ -185,7 +185,7 @@ class Integration:
                 print(f"{self.id}: {runner.end_reason}: exit status {status}", file=sys.stderr, flush=True)
             exit_soon(status)
 
-        runner = Runner(self, on_session_end=session_ended)
+        runner = Runner(self, transport=env.address.kind, on_session_end=session_ended)
         try:
             await connect(runner.connection, env)
         except OSError as exc:

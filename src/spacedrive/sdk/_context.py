@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from spacedrive.ipc._context import RequestContext
-from spacedrive.ipc._dispatcher import Connection, ProgressHandler
+from spacedrive.ipc._dispatcher import Connection, NotificationHandler, ProgressHandler
 from spacedrive.ipc._handshake import Features, PeerInfo, Permissions
 from spacedrive.ipc._jsonrpc import Id, Params
+from spacedrive.ipc._streams import StreamReader, StreamWriter
 
 __all__ = ["LOG_LEVELS", "Context", "CoreClient", "Session"]
 
@@ -47,6 +48,18 @@ class CoreClient:
 
     def notify(self, method: str, params: Params = None) -> None:
         self._connection.notify(method, params)
+
+    def on_notification(self, method: str, handler: NotificationHandler) -> None:
+        """Call ``handler(params)`` for each ``method`` notification of the core (``core.event``)."""
+        self._connection.set_notification_handler(method, handler)
+
+    def open_stream(self) -> StreamWriter:
+        """A stream to the core, to announce in a call's params (``core.files.write {"stream"}``)."""
+        return self._connection.open_stream()
+
+    def accept_stream(self, stream_id: object) -> StreamReader:
+        """The stream a core answer announced (``core.files.read`` → ``{"stream"}``)."""
+        return self._connection.accept_stream(stream_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,3 +130,27 @@ class Context:
         if level not in LOG_LEVELS:
             raise ValueError(f"unknown log level {level!r}: use one of {', '.join(LOG_LEVELS)}")
         self._request.log(level, message, data)
+
+    def open_stream(self) -> StreamWriter:
+        """A stream to the core; it is reset unless the result announces it (``{"stream": id}``)."""
+        return self._request.open_stream()
+
+    def accept_stream(self, stream_id: object) -> StreamReader:
+        """The stream the core announced in this request's params (``params["stream"]``)."""
+        return self._request.accept_stream(stream_id)
+
+    def stream_from(self, source: AsyncIterable[bytes | bytearray | memoryview]) -> StreamWriter:
+        """Answer with bytes: ``return {"size": n, "stream": ctx.stream_from(chunks).id}``.
+
+        ``source``'s chunks are written after the answer, as the core reads them; the stream
+        ends with END, or RESET if ``source`` raises.
+        """
+        return self._request.stream_from(source)
+
+    async def send_fd(self, fd: int) -> int:
+        """Send a duplicate of ``fd`` to the core; announce the returned id as ``{"fd": id}``."""
+        return await self._request.connection.send_fd(fd)
+
+    def receive_fd(self, fd_id: object) -> int:
+        """Take the descriptor the core sent as ``fd_id`` (the caller closes it)."""
+        return self._request.connection.receive_fd(fd_id)

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from spacedrive.ipc._context import RequestContext
 from spacedrive.ipc._dispatcher import Connection, RequestHandler
-from spacedrive.ipc._env import LaunchEnvironment
+from spacedrive.ipc._env import LaunchEnvironment, TransportKind
 from spacedrive.ipc._errors import (
     ConfigurationError,
     InvalidRequest,
@@ -47,12 +47,12 @@ from spacedrive.ipc._errors import (
     UsageError,
 )
 from spacedrive.ipc._handshake import (
-    Features,
     InitializeResult,
     PeerInfo,
     negotiate_features,
     negotiate_version,
     parse_initialize_params,
+    supported_features,
     to_wire,
 )
 from spacedrive.ipc._jsonrpc import Params
@@ -72,14 +72,11 @@ __all__ = [
     "EXIT_TIMEOUT",
     "MAX_SHUTDOWN_GRACE_PERIOD",
     "SHUTDOWN_GRACE_PERIOD",
-    "SUPPORTED_FEATURES",
     "Runner",
     "connect",
     "exit_within",
 ]
 
-SUPPORTED_FEATURES: Final = Features()
-"""What this SDK can use today: no stream frames, no compression, no fd passing (yet)."""
 SHUTDOWN_GRACE_PERIOD: Final = 2.0
 """Default seconds the requests in flight at ``shutdown`` may run on before they are cancelled."""
 MAX_SHUTDOWN_GRACE_PERIOD: Final = 3.0
@@ -138,8 +135,16 @@ class Runner:
     end of the connection), before the connection is torn down.
     """
 
-    def __init__(self, app: Integration, *, on_session_end: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        app: Integration,
+        *,
+        transport: TransportKind = "unix",
+        on_session_end: Callable[[int], None] | None = None,
+    ) -> None:
         self.app = app
+        self.supported = supported_features(transport)
+        """What this SDK accepts of the core's offer: every feature the library has on ``transport``."""
         handlers: dict[str, RequestHandler] = {"initialize": self._initialize, "shutdown": self._shutdown}
         for method, handler in app.handlers.items():
             handlers[method] = self._capability_handler(handler)
@@ -243,7 +248,7 @@ class Runner:
             core_info=init.core,
             config=init.config,
             permissions=init.permissions,
-            features=negotiate_features(init.features, SUPPORTED_FEATURES),
+            features=negotiate_features(init.features, self.supported),
             core=CoreClient(self.connection, check=self._check_core_call),
         )
         for hook in self.app.initialize_hooks:
@@ -262,6 +267,12 @@ class Runner:
         if self.session is None:
             logger.warning("%s: initialized arrived before initialize was answered: ignored", self.app.id)
             return
+        if self.initialized.is_set():
+            logger.warning("%s: a second initialized was ignored", self.app.id)
+            return
+        # Synchronously, before the next frame is read: a stream the core opens right behind
+        # `initialized` must find streams switched on (docs/protocol.md §4).
+        self.connection.enable_features(to_wire(self.session.features), role="integration")
         self.initialized.set()
 
     async def _shutdown(self, ctx: RequestContext, params: Params) -> None:
