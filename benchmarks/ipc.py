@@ -79,7 +79,7 @@ GRPC_WINDOW = 64
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
 MEASURE_TIMEOUT = 300.0
-BULK_TODO = "not measured: streams not built yet"
+BULK_NOTE = "measured by benchmarks/ipc_bulk.py (1 GiB through a stream vs a raw socket copy)"
 KINDS = ("socketpair", "raw", "ours", "grpc", "mcp")
 
 _encode = msgspec.json.Encoder().encode
@@ -813,7 +813,7 @@ def summarize(results: dict[str, Measured], primary: str) -> dict[str, Any]:
     summary["targets_met"] = {
         name: check(summary[key]) for name, (key, check) in targets.items() if key in summary
     }
-    summary["bulk"] = BULK_TODO
+    summary["bulk"] = BULK_NOTE
     return summary
 
 

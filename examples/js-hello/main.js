@@ -529,7 +529,12 @@ class Session {
     this.config = readConfig(params.config === undefined || params.config === null ? {} : params.config);
     if (params.integration_id !== undefined && params.integration_id !== MANIFEST.id) {
       const given = JSON.stringify(params.integration_id);
-      this.log('warning', `the core calls this integration ${given}, its manifest says ${MANIFEST.id}`);
+      throw new RpcError(
+        ErrorCode.CONFIGURATION_ERROR,
+        `This program is integration ${JSON.stringify(MANIFEST.id)}, but the core started it as ${given}: ` +
+          'check the id in its manifest',
+        { field: 'integration_id', expected: MANIFEST.id, given: params.integration_id },
+      );
     }
     this.state = 'awaiting-initialized';
     return {
@@ -704,9 +709,6 @@ function fileError(error, filePath) {
     case 'ENOENT':
     case 'ENOTDIR':
       return new RpcError(ErrorCode.NOT_FOUND, `File not found: ${filePath}`, data);
-    case 'EACCES':
-    case 'EPERM':
-      return new RpcError(ErrorCode.PERMISSION_DENIED, `Permission denied: ${filePath}`, data);
     case 'EISDIR':
       return new RpcError(ErrorCode.INVALID_PARAMS, `Not a regular file: ${filePath}`, data);
     default:

@@ -388,6 +388,17 @@ async def test_an_invalid_configuration_is_refused_at_initialize(
     assert caught.value.data == {"problems": ["max_bytes must be at least 1", 'unknown setting "colour"']}
 
 
+async def test_started_under_another_id_it_refuses_initialize_naming_both(
+    node: str, socket_path: Path, tmp_path: Path
+) -> None:
+    params = {**initialize_params(), "integration_id": "someone-else"}
+    async with js_hello_over_unix(node, socket_path, tmp_path) as js, asyncio.timeout(EXCHANGE_TIMEOUT):
+        with pytest.raises(ConfigurationError) as caught:
+            await js.connection.request("initialize", params)
+    assert MANIFEST["id"] in caught.value.message and "someone-else" in caught.value.message
+    assert caught.value.data == {"field": "integration_id", "expected": MANIFEST["id"], "given": "someone-else"}
+
+
 async def test_an_unknown_method_is_refused_with_its_name(
     node: str, socket_path: Path, tmp_path: Path
 ) -> None:

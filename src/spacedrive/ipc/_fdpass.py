@@ -375,6 +375,7 @@ class FdPassing:
         fd_id = self._next_id
         self._next_id += 1
         frame = encode_frame(encode_message(Notification(FD_METHOD, {"id": fd_id})))
+        self._connection._flush()  # the frames sent before this one go first
         transport.write_with_fds(frame, [os.dup(fd)])
         return fd_id
 
