@@ -396,7 +396,8 @@ async def test_started_under_another_id_it_refuses_initialize_naming_both(
         with pytest.raises(ConfigurationError) as caught:
             await js.connection.request("initialize", params)
     assert MANIFEST["id"] in caught.value.message and "someone-else" in caught.value.message
-    assert caught.value.data == {"field": "integration_id", "expected": MANIFEST["id"], "given": "someone-else"}
+    expected = {"field": "integration_id", "expected": MANIFEST["id"], "given": "someone-else"}
+    assert caught.value.data == expected
 
 
 async def test_an_unknown_method_is_refused_with_its_name(
