@@ -277,3 +277,44 @@ async def test_a_real_process_passes_a_memfd_that_the_core_reads_itself(socket_p
     assert child.returncode == 0
     answer = json.loads(out.decode().strip().splitlines()[-1])["answer"]
     assert answer == {"size": mib * 1024 * 1024, "blake3": expected.hexdigest()}
+
+
+async def test_a_descriptor_sent_right_behind_the_switch_notification_still_arrives(
+    socket_path: Path, tmp_path: Path
+) -> None:
+    """The handshake's order: the core switches, sends `initialized`, and may send `$/fd` at once.
+
+    The integration switches while it processes `initialized`; the `$/fd` frame can arrive in
+    the same read, before its switch to recvmsg, and the kernel would drop the descriptor. The
+    sender's one-time ping fence (docs/protocol.md §8c) makes the descriptor wait for the switch.
+    """
+    switched = asyncio.Event()
+
+    def on_initialized(params: Params) -> None:
+        integration.enable_fd_passing()
+        switched.set()
+
+    integration = Connection({"read_fd": read_fd}, {"initialized": on_initialized}, name="integration")
+    core = Connection(name="core")
+    accepted = asyncio.Event()
+
+    async def on_connection(connection: Connection) -> None:
+        accepted.set()
+
+    note = tmp_path / "note.txt"
+    note.write_text("right behind")
+    async with (
+        UnixServer(socket_path, lambda: integration, on_connection),
+        await connect_unix(socket_path, core),
+    ):
+        async with asyncio.timeout(WAIT):
+            await accepted.wait()
+            core.enable_fd_passing()
+            core.notify("initialized", {})
+            fd = os.open(note, os.O_RDONLY)
+            try:
+                fd_id = await core.send_fd(fd)
+            finally:
+                os.close(fd)
+            assert switched.is_set()
+            assert await core.request("read_fd", {"fd": fd_id}) == "right behind"

@@ -317,6 +317,7 @@ class FdPassing:
         self._named: dict[int, int] = {}  # id -> descriptor, waiting for receive_fd
         self._ready: asyncio.Future[FdTransport] = asyncio.get_running_loop().create_future()
         self._switching = False
+        self._fence: asyncio.Future[None] | None = None  # see send()
 
     @classmethod
     def install(cls, connection: Connection) -> FdPassing:
@@ -371,6 +372,13 @@ class FdPassing:
 
     async def send(self, fd: int) -> int:
         transport = await asyncio.shield(self._ready)
+        if self._fence is None:
+            # The peer may have read the frames that followed `initialized` together with it,
+            # before its switch to recvmsg: a descriptor among them would be dropped by the
+            # kernel. A ping answered after the switch proves the peer now reads with recvmsg
+            # (docs/protocol.md §8c): once per connection, before the first descriptor.
+            self._fence = asyncio.ensure_future(self._connection.ping())
+        await asyncio.shield(self._fence)
         self._connection._check_open()
         fd_id = self._next_id
         self._next_id += 1
