@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from spacedrive import __version__
-from spacedrive.cli import integrations, jobs, libraries, locations, search
+from spacedrive.cli import credentials, daemon, integrations, jobs, libraries, locations, search
 from spacedrive.cli._context import (
     EXIT_ERROR,
     EXIT_NOT_FOUND,
@@ -40,6 +40,8 @@ app.add_typer(libraries.app, name="library")
 app.add_typer(locations.app, name="location")
 app.add_typer(jobs.app, name="job")
 app.add_typer(integrations.app, name="integration")
+app.add_typer(daemon.app, name="daemon")
+app.add_typer(credentials.app, name="credential")
 app.command("search")(search.search_command)
 
 

@@ -2,10 +2,15 @@
 status, logs and call.
 
 These commands need no daemon: they work on the data dir (packages, discovery, logs) and the
-library (settings) directly. ``status`` shows what the library stores (enabled, disabled,
-failed and why) and says that nothing runs without a daemon; ``call`` starts the integration
-in this process through the ``IntegrationManager``, makes one request and stops it (for
-authors). Exit codes: 2 for a refused package, an invalid manifest, an invalid config (every
+library (settings) directly. When a daemon runs for the data dir and library
+(``spacedrive daemon start``), ``status`` shows its live state (pids, uptime, restarts,
+latency, CPU, RSS) and ``call`` goes through it; ``enable``, ``disable``, ``update``,
+``remove`` and ``rollback`` tell it (``integration.reload``) so that it stops, restarts or
+resets the integration. Without a daemon, ``status`` shows what the library stores (enabled,
+disabled, failed and why) and says that nothing runs; ``call`` starts the integration in this
+process through the ``IntegrationManager``, makes one request and stops it (for authors).
+A daemon that holds its lock but does not answer is an error (exit 1), not a fallback. Exit
+codes: 2 for a refused package, an invalid manifest, an invalid config (every
 problem printed, one ``error:`` line each) or invalid ``--params``, 3 when the integration
 does not exist, 1 for any other failure (``call``: an error response, printed on stderr).
 """
@@ -14,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -32,9 +37,12 @@ from spacedrive.cli._context import (
     err_console,
     fail,
     open_core,
+    options,
     out_console,
     print_json,
 )
+from spacedrive.daemon.client import DaemonClient, run_with_daemon
+from spacedrive.daemon.errors import DaemonNotRunning, DaemonUnreachable
 from spacedrive.integrations._health import NOT_ENFORCED, SANDBOX_PERMISSIONS, status_row
 from spacedrive.integrations._logfile import LOG_TAIL_LINES, log_path
 from spacedrive.integrations._signing import load_private_key
@@ -63,12 +71,14 @@ from spacedrive.integrations.packages import (
 )
 from spacedrive.integrations.registry import Integration, Registry
 from spacedrive.integrations.supervisor import logs
+from spacedrive.ipc import ErrorCode, IntegrationError
 
 __all__ = ["app"]
 
 app = typer.Typer(
     help="Install, configure, package, inspect and try integrations (no daemon needed).", no_args_is_help=True
 )
+_T = TypeVar("_T")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 IdArgument = Annotated[str, typer.Argument(help="The integration's id (see: spacedrive integration list).")]
@@ -116,6 +126,33 @@ def _reported() -> Iterator[None]:
         fail(str(exc), EXIT_USAGE)
     except IntegrationsError as exc:
         fail(str(exc), EXIT_ERROR)
+
+
+def _with_daemon(ctx: typer.Context, use: Callable[[DaemonClient], Awaitable[_T]]) -> tuple[bool, _T | None]:
+    """``(True, use(daemon))`` when a daemon serves this data dir and library, else ``(False, None)``.
+
+    ``DaemonUnreachable`` (a daemon holds the lock but does not answer) is not a fallback: it
+    reaches ``main``, which prints it (exit 1). The daemon's own errors arrive as ``IntegrationError``.
+    """
+    try:
+        return True, run_with_daemon(data_dir_of(ctx), use, library=options(ctx).library, check_library=True)
+    except DaemonNotRunning:
+        return False, None
+
+
+def _notify_daemon(ctx: typer.Context, integration_id: str) -> None:
+    """Tell a running daemon that ``integration_id`` changed (a note on stderr says what it did)."""
+
+    async def reload(daemon: DaemonClient) -> dict[str, Any]:
+        return await daemon.reload(integration_id)
+
+    try:
+        running, result = _with_daemon(ctx, reload)
+    except (DaemonUnreachable, IntegrationError) as exc:
+        err_console.print(f"[yellow]warning:[/yellow] the daemon was not told: {escape(str(exc))}")
+        return
+    if running and result is not None and result["action"] != "unchanged":
+        err_console.print(f"daemon: {result['action']} {escape(integration_id)}")
 
 
 def _packages(
@@ -272,6 +309,7 @@ def update(
     """Replace an installed integration with another version; the old one is kept for rollback."""
     with _reported():
         result = _packages(ctx, require_signature, max_members, max_bytes).update(integration_id, path)
+    _notify_daemon(ctx, integration_id)
     if json:
         print_json(result.to_json())
     else:
@@ -283,6 +321,7 @@ def rollback(ctx: typer.Context, integration_id: IdArgument, json: JsonOption = 
     """Go back to the version installed before the last update."""
     with _reported():
         current = PackageManager(data_dir_of(ctx)).rollback(integration_id)
+    _notify_daemon(ctx, integration_id)
     if json:
         print_json({"id": current.id, "version": current.version, "previous_version": current.previous})
     else:
@@ -294,6 +333,7 @@ def remove(ctx: typer.Context, integration_id: IdArgument, json: JsonOption = Fa
     """Delete an installed integration (its configs stay in the libraries)."""
     with _reported():
         version = PackageManager(data_dir_of(ctx)).remove(integration_id)
+    _notify_daemon(ctx, integration_id)
     if json:
         print_json({"id": integration_id, "version": version, "removed": True})
     else:
@@ -319,6 +359,7 @@ def enable_command(
         with open_core(ctx) as core:
             settings = enable(core.library.db, integration.manifest, document, file=str(config or "config"))
             library = core.library.config.name
+    _notify_daemon(ctx, integration_id)
     if json:
         print_json(settings.to_json())
     else:
@@ -335,6 +376,7 @@ def disable_command(ctx: typer.Context, integration_id: IdArgument, json: JsonOp
                 registry.get(integration_id)  # raises IntegrationNotFound with the details
             settings = disable(core.library.db, integration_id)
             library = core.library.config.name
+    _notify_daemon(ctx, integration_id)
     if json:
         print_json(settings.to_json())
     else:
@@ -379,38 +421,100 @@ def status_command(
     ] = None,
     json: JsonOption = False,
 ) -> None:
-    """Show each integration's state in the library and its health; says what is not enforced yet.
+    """Show each integration's state and health; says what is not enforced yet.
 
-    Without a daemon no integration runs: the stored state (enabled, disabled, failed and why)
-    is shown, and the process fields are empty. --json prints a list of rows.
+    With a daemon running, its live state: pid, uptime, restarts, requests, latency, CPU and
+    memory. Without one no integration runs: the stored state (enabled, disabled, failed and
+    why) is shown, and the process fields are empty. --json prints a list of rows (their
+    fields: docs/daemon.md).
     """
-    with _reported():
+    with _reported(), _daemon_errors():
         registry = Registry.discover(data_dir_of(ctx))
         integrations = [registry.get(integration_id)] if integration_id is not None else list(registry)
-        with open_core(ctx) as core:
-            settings = all_settings(core.library.db)
+
+        async def live(daemon: DaemonClient) -> list[dict[str, Any]]:
+            return await daemon.integration_status(integration_id)
+
+        running, rows = _with_daemon(ctx, live)
+        if not running or rows is None:
+            with open_core(ctx) as core:
+                settings = all_settings(core.library.db)
+            rows = [status_row(i.manifest, settings.get(i.id)) for i in integrations]
     log_dir = data_dir_of(ctx) / "logs"
-    rows = []
-    for integration in integrations:
-        row = status_row(integration.manifest, settings.get(integration.id))
-        log_file = log_path(log_dir, integration.id)
-        row["log_file"] = str(log_file) if log_file.is_file() else None
-        rows.append(row)
+    for row in rows:
+        if not row.get("log_file"):
+            log_file = log_path(log_dir, row["id"])
+            row["log_file"] = str(log_file) if log_file.is_file() else None
     if json:
         print_json(rows)
         return
     if not rows:
         out_console.print("no integrations yet (spacedrive integration install PATH)")
         return
-    table = Table("ID", "VERSION", "SETTING", "STATE", "NOTE / REASON", box=None, pad_edge=False)
-    for row in rows:
-        detail = row["reason"] or row["note"] or ""
-        table.add_row(row["id"], row["version"], row["setting"], row["state"], escape(detail))
-    out_console.print(table)
+    if running:
+        out_console.print(_live_table(rows))
+        for line in _notes(rows):
+            out_console.print(escape(line))
+    else:
+        out_console.print(_stored_table(rows))
     not_enforced = ", ".join(SANDBOX_PERMISSIONS)
     out_console.print(
         f"{NOT_ENFORCED} (no sandbox yet): {not_enforced}; core_apis are enforced by the core on every call"
     )
+
+
+def _stored_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table("ID", "VERSION", "SETTING", "STATE", "NOTE / REASON", box=None, pad_edge=False)
+    for row in rows:
+        detail = row["reason"] or row["note"] or ""
+        table.add_row(row["id"], row["version"], row["setting"], row["state"], escape(detail))
+    return table
+
+
+def _live_table(rows: list[dict[str, Any]]) -> Table:
+    """The daemon's view: state (and the setting, unless enabled), the process and its health."""
+    table = Table("ID", "STATE", box=None, pad_edge=False)
+    for column in ("PID", "UP", "RESTARTS", "REQS", "P50/P99 MS", "CPU %", "RSS MIB"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for row in rows:
+        latency = row.get("latency_ms") or {}
+        p50, p99 = latency.get("p50"), latency.get("p99")
+        setting = "" if row["setting"] == "enabled" else f" ({row['setting']})"
+        table.add_row(
+            row["id"],
+            row["state"] + setting,
+            _cell(row.get("pid")),
+            "-" if row.get("uptime_s") is None else f"{row['uptime_s']:.0f}s",
+            str(row.get("restarts") or 0),
+            str(row.get("requests") or 0),
+            "-" if p50 is None else f"{p50:.1f}/{p99:.1f}",
+            "-" if row.get("cpu_percent") is None else f"{row['cpu_percent']:.1f}",
+            "-" if row.get("rss_bytes") is None else f"{row['rss_bytes'] / 2**20:.1f}",
+        )
+    return table
+
+
+def _notes(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per integration with something to say: why it failed, its last error, a note."""
+    lines = []
+    for row in rows:
+        note = row.get("reason") or row.get("last_error") or row.get("note")
+        if note:
+            lines.append(f"{row['id']}: {note}")
+    return lines
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+@contextmanager
+def _daemon_errors() -> Iterator[None]:
+    """An error the daemon answered with: one line on stderr, exit 3 for ``NotFound``, else 1."""
+    try:
+        yield
+    except IntegrationError as exc:
+        fail(exc.message, EXIT_NOT_FOUND if exc.code == ErrorCode.NOT_FOUND else EXIT_ERROR)
 
 
 @app.command("logs")
@@ -447,9 +551,10 @@ def call_command(
     ] = None,
     json: JsonOption = False,
 ) -> None:
-    """Start the integration here, call METHOD with --params, print the answer, stop it (for authors).
+    """Call METHOD with --params and print the answer: through the daemon if one runs, else here.
 
-    The integration must be enabled in the library. Prints the result's JSON (--json: the whole
+    Without a daemon the integration is started in this process and stopped after the answer
+    (for authors). The integration must be enabled in the library. Prints the result's JSON (--json: the whole
     response: request_id, success, data, error). An error response exits 1, its error on stderr.
     """
     try:
@@ -460,11 +565,19 @@ def call_command(
         fail(f"--params must be a JSON object, not {type(decoded).__name__}", EXIT_USAGE)
     timeout_ms = None if timeout is None else max(1, round(timeout * 1000))
     request = IntegrationRequest("1", integration_id, method, decoded, timeout_ms)
-    with _reported():
+    with _reported(), _daemon_errors():
         registry = Registry.discover(data_dir_of(ctx))
         registry.get(integration_id)  # IntegrationNotFound: exit 3
-        with open_core(ctx) as core:
-            response = asyncio.run(_call(IntegrationManager(core, registry=registry), request))
+
+        async def through(daemon: DaemonClient) -> IntegrationResponse:
+            return await daemon.call(request)
+
+        running, answer = _with_daemon(ctx, through)
+        if running and answer is not None:
+            response = answer
+        else:
+            with open_core(ctx) as core:
+                response = asyncio.run(_call(IntegrationManager(core, registry=registry), request))
     if json:
         print_json(response.to_json())
     elif response.success:

@@ -113,7 +113,32 @@ CREATE TABLE integrations (
 );
 """
 
+_V3_CREDENTIALS = """
+-- Credentials of integrations (spacedrive.credentials). The secret is only in `sealed`:
+-- AES-256-GCM under a key derived from the device master key for the integration, with the
+-- integration id and credential id as associated data. The other columns are metadata that
+-- `credential list` shows without decrypting anything.
+CREATE TABLE credentials (
+    id              TEXT PRIMARY KEY,                 -- UUID
+    integration_id  TEXT NOT NULL,
+    type            TEXT NOT NULL CHECK (type IN ('OAuth2', 'ApiKey', 'Basic', 'Custom')),
+    label           TEXT,
+    scopes          BLOB NOT NULL DEFAULT '[]',       -- JSON list of strings (OAuth2)
+    refreshable     INTEGER NOT NULL DEFAULT 0 CHECK (refreshable IN (0, 1)),
+    state           TEXT NOT NULL DEFAULT 'ok' CHECK (state IN ('ok', 'login_required')),
+    state_reason    TEXT,
+    key_id          TEXT NOT NULL,                    -- which master key sealed it (a fingerprint)
+    sealed          BLOB NOT NULL,                    -- format byte, nonce, ciphertext and tag
+    generation      INTEGER NOT NULL DEFAULT 1,       -- +1 at every change of the secret
+    created_at      REAL NOT NULL,
+    updated_at      REAL NOT NULL,
+    expires_at      REAL
+);
+CREATE INDEX credentials_by_integration ON credentials (integration_id);
+"""
+
 MIGRATIONS: tuple[str, ...] = (
     _V1_DEVICES_LOCATIONS + _V1_ENTRIES + _V1_JOBS,
     _V2_INTEGRATIONS,
+    _V3_CREDENTIALS,
 )

@@ -17,7 +17,8 @@ length?}``
                                                           ``text`` may replace ``stream``
 ``core.jobs.create {name, params?}``  CreateJobs          ``{job_id, name, status}``
 ``core.events.subscribe {types?}``    AccessEvents        ``null``; then ``core.event`` notifications
-``core.credentials.*``                ManageCredentials   MethodNotFound: not available yet
+``core.credentials.get                ManageCredentials   its own ``Credential`` (protocol §6.2);
+{credential_id?}``                                        ``.store``, ``.list``, ``.delete`` likewise
 ====================================  ==================  =============================================
 
 Files are confined to the library's locations on this device (see ``_files``). A job is created
@@ -25,7 +26,9 @@ from a known job type (``JOB_FACTORIES``): dispatched to the manager's ``JobSyst
 has one, else stored as a queued job that the next job runner (the daemon's) claims and runs.
 ``core.events.subscribe`` forwards the bus's events of the given types (all when none is given)
 to the connection that asked, as ``core.event`` notifications ``{"type", "data"}``, until that
-connection ends; subscribing again replaces the types.
+connection ends; subscribing again replaces the types. ``core.credentials.*`` are served by
+``spacedrive.credentials.CredentialApi``: an integration sees only its own credentials, and a
+credential (or ``integration_id``) of another integration is answered ``PermissionDenied``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from spacedrive.core.indexer import IndexerJob
 from spacedrive.core.jobs import Job, JobSystem
 from spacedrive.core.library import Library
 from spacedrive.core.node import Core
+from spacedrive.credentials import CredentialApi, CredentialManager
 from spacedrive.ipc._context import RequestContext
 from spacedrive.ipc._dispatcher import Connection, RequestHandler
 from spacedrive.ipc._errors import (
@@ -160,8 +164,10 @@ class CoreApi:
         *,
         jobs: JobSystem | None = None,
         job_factories: Mapping[str, JobFactory] = JOB_FACTORIES,
+        credentials: CredentialManager | None = None,
     ) -> None:
         self._core = core
+        self._credentials = CredentialApi(credentials or CredentialManager.for_core(core))
         self._spawn = spawn
         self._jobs = jobs
         self._job_factories = dict(job_factories)
@@ -194,7 +200,7 @@ class CoreApi:
     def _gate(
         self, integration_id: str, method: str, permission: str, allowed: frozenset[str], usage: ApiUsage
     ) -> RequestHandler:
-        api = self._apis.get(method, _not_available)
+        api = self._credentials.handler(integration_id, method) or self._apis.get(method, _not_available)
 
         async def handle(ctx: RequestContext, params: Params) -> Any:
             if permission not in allowed:
@@ -401,8 +407,8 @@ async def _write_all(source: AsyncIterable[bytes | bytearray | memoryview], targ
 
 async def _not_available(ctx: RequestContext, params: dict[str, Any]) -> Any:
     raise MethodNotFound(
-        f"{ctx.method} is not available yet: credential storage comes in a later version of the core",
-        data={"method": ctx.method, "reason": "not available yet"},
+        f"{ctx.method} is not implemented by this core",
+        data={"method": ctx.method, "reason": "not implemented"},
     )
 
 

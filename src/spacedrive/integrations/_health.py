@@ -1,4 +1,4 @@
-"""Health of integrations: one status row each, and the Prometheus text rendering of the rows.
+"""Health of integrations: one status row each, and the Prometheus metrics over the rows.
 
 :func:`status_row` builds the row of ``integration status`` from what is known: the manifest,
 the library's settings (enabled, disabled, failed and why) and, when a supervisor runs it, the
@@ -9,25 +9,32 @@ Every row also says what is **not** enforced yet: the sandbox (network, file sys
 resource limits) comes later, so each of those permissions reads ``"not enforced"``; the core
 APIs are checked by the core on every call (``"enforced"``).
 
-:func:`metrics_text` renders rows in the Prometheus text exposition format (version 0.0.4),
-by hand: ``prometheus_client`` is not a dependency (the daemon may serve this text as is).
+:class:`IntegrationCollector` is the one definition of the Prometheus metrics, a
+``prometheus_client`` collector over such rows: the daemon serves it over HTTP
+(``--metrics-port``), and :func:`metrics_text` renders it with ``generate_latest`` (text
+exposition format 0.0.4).
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, Literal
+
+from prometheus_client import generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from spacedrive.integrations.config import IntegrationSettings
 from spacedrive.integrations.manifest import Manifest
 
 __all__ = [
     "CORE_API_ENFORCEMENT",
+    "NOT_ENABLED",
     "NOT_ENFORCED",
     "NOT_STARTED",
     "NO_DAEMON",
     "SANDBOX_PERMISSIONS",
+    "IntegrationCollector",
+    "Rows",
     "metrics_text",
     "settings_state",
     "status_row",
@@ -47,6 +54,7 @@ SANDBOX_PERMISSIONS: Final = (
 )
 NO_DAEMON: Final = "not running (no daemon)"
 NOT_STARTED: Final = "not started (starts on its first request)"
+NOT_ENABLED: Final = "not enabled in this library (spacedrive integration enable ID)"
 _LIVE_FIELDS: Final = (
     "pid",
     "pids",
@@ -127,10 +135,12 @@ def _permissions(manifest: Manifest) -> dict[str, dict[str, Any]]:
     }
 
 
-# -- Prometheus text format ------------------------------------------------------------------
+# -- Prometheus metrics ----------------------------------------------------------------------
 
-_Sample = tuple[dict[str, str], float]
-_FAMILIES: Final = (  # name, type, help
+Rows = Callable[[], Iterable[Mapping[str, Any]]]
+"""Where a collector gets its rows: called once per scrape (from the scraping thread)."""
+_Kind = Literal["gauge", "counter"]
+_FAMILIES: Final[tuple[tuple[str, _Kind, str], ...]] = (  # name, type, help
     ("spacedrive_integration_up", "gauge", "1 if a process of the integration runs."),
     ("spacedrive_integration_enabled", "gauge", "1 if the integration is enabled in the library."),
     ("spacedrive_integration_state", "gauge", "1 for the integration's current state."),
@@ -138,6 +148,11 @@ _FAMILIES: Final = (  # name, type, help
     ("spacedrive_integration_restarts_total", "counter", "Restarts after a crash."),
     ("spacedrive_integration_requests_total", "counter", "Requests routed to the integration."),
     ("spacedrive_integration_request_failures_total", "counter", "Requests that ended with an error."),
+    (
+        "spacedrive_integration_in_flight_requests",
+        "gauge",
+        "Requests sent to the integration, not answered yet.",
+    ),
     (
         "spacedrive_integration_success_ratio",
         "gauge",
@@ -158,31 +173,71 @@ _FAMILIES: Final = (  # name, type, help
     ("spacedrive_integration_core_api_denied_total", "counter", "Core API calls refused for a permission."),
 )
 _STATES: Final = ("stopped", "starting", "running", "backoff", "failed", "stopping")
+_QUANTILES: Final = (("0.5", "p50"), ("0.99", "p99"))
+
+
+class IntegrationCollector:
+    """A ``prometheus_client`` collector over status rows: the one place the metrics are defined.
+
+    ``rows`` is called at each scrape; register the collector in a ``CollectorRegistry`` (the
+    daemon serves one over HTTP) or render it with ``prometheus_client.generate_latest``.
+    Every sample carries an ``integration`` label; ``state`` has one sample per state (1 for the
+    current one), the latency one per ``quantile`` (0.5 and 0.99), and values a row lacks
+    (no process: no CPU, RSS or uptime) have no sample.
+    """
+
+    def __init__(self, rows: Rows) -> None:
+        self._rows = rows
+
+    def describe(self) -> Iterable[Metric]:
+        return _families()
+
+    def collect(self) -> Iterable[Metric]:
+        families = _families()
+        for row in self._rows():
+            for family in families:
+                for labels, value in _samples(family.name, family.type, row):
+                    family.add_metric(labels, value)
+        return families
 
 
 def metrics_text(rows: Iterable[Mapping[str, Any]]) -> str:
     """The rows of :func:`status_row` in the Prometheus text exposition format (0.0.4)."""
     rows = list(rows)
-    lines: list[str] = []
+    return generate_latest(IntegrationCollector(lambda: rows)).decode()
+
+
+def _families() -> list[GaugeMetricFamily | CounterMetricFamily]:
+    families: list[GaugeMetricFamily | CounterMetricFamily] = []
     for name, kind, help_text in _FAMILIES:
-        samples = [sample for row in rows for sample in _samples(name, row)]
-        lines.append(f"# HELP {name} {_escape_help(help_text)}")
-        lines.append(f"# TYPE {name} {kind}")
-        lines.extend(f"{name}{_labels(labels)} {_number(value)}" for labels, value in samples)
-    return "\n".join(lines) + "\n"
+        labels = ["integration", *_extra_labels(name)]
+        if kind == "counter":
+            families.append(CounterMetricFamily(name, help_text, labels=labels))
+        else:
+            families.append(GaugeMetricFamily(name, help_text, labels=labels))
+    return families
 
 
-def _samples(name: str, row: Mapping[str, Any]) -> list[_Sample]:
-    labels = {"integration": str(row["id"])}
-    short = name.removeprefix("spacedrive_integration_")
+def _extra_labels(name: str) -> list[str]:
+    if name.endswith("_state"):
+        return ["state"]
+    if name.endswith("_latency_seconds"):
+        return ["quantile"]
+    return []
+
+
+def _samples(family: str, kind: str, row: Mapping[str, Any]) -> list[tuple[list[str], float]]:
+    """The samples of ``family`` (its name without ``_total`` for a counter) for one row."""
+    integration = str(row["id"])
+    short = family.removeprefix("spacedrive_integration_") + ("_total" if kind == "counter" else "")
     if short == "state":
-        return [({**labels, "state": state}, 1.0 if row["state"] == state else 0.0) for state in _STATES]
+        return [([integration, state], 1.0 if row.get("state") == state else 0.0) for state in _STATES]
     if short == "request_latency_seconds":
         latency = row.get("latency_ms") or {}
-        found = [(q, latency.get(key)) for q, key in (("0.5", "p50"), ("0.99", "p99"))]
-        return [({**labels, "quantile": q}, value / 1000) for q, value in found if value is not None]
+        found = [(q, latency.get(key)) for q, key in _QUANTILES]
+        return [([integration, q], value / 1000) for q, value in found if isinstance(value, int | float)]
     value = _value(short, row)
-    return [] if value is None else [(labels, float(value))]
+    return [] if value is None else [([integration], float(value))]
 
 
 def _value(short: str, row: Mapping[str, Any]) -> float | int | None:
@@ -194,6 +249,7 @@ def _value(short: str, row: Mapping[str, Any]) -> float | int | None:
         "restarts_total": row.get("restarts") or 0,
         "requests_total": row.get("requests") or 0,
         "request_failures_total": row.get("failures") or 0,
+        "in_flight_requests": row.get("in_flight") or 0,
         "success_ratio": row.get("success_rate"),
         "cpu_percent": row.get("cpu_percent"),
         "resident_memory_bytes": row.get("rss_bytes"),
@@ -201,25 +257,4 @@ def _value(short: str, row: Mapping[str, Any]) -> float | int | None:
         "core_api_denied_total": core_api.get("denied", 0),
     }
     value = values[short]
-    return value if isinstance(value, int | float) else None
-
-
-def _labels(labels: Mapping[str, str]) -> str:
-    inner = ",".join(f'{key}="{_escape_label(value)}"' for key, value in labels.items())
-    return "{" + inner + "}"
-
-
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return repr(int(value)) if value.is_integer() and abs(value) < 2**53 else repr(value)
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -64,8 +64,15 @@ from typing import Any, Final, Self
 from spacedrive.core.jobs import JobSystem
 from spacedrive.core.node import Core
 from spacedrive.core.paths import runtime_dir
+from spacedrive.credentials import CredentialManager, call_with_credential
 from spacedrive.integrations._core_api import JOB_FACTORIES, CoreApi, JobFactory
-from spacedrive.integrations._health import NOT_STARTED, metrics_text, status_row
+from spacedrive.integrations._health import (
+    NOT_ENABLED,
+    NOT_STARTED,
+    metrics_text,
+    settings_state,
+    status_row,
+)
 from spacedrive.integrations.config import (
     IntegrationSettings,
     effective_config,
@@ -209,7 +216,9 @@ class IntegrationManager:
     manifest's ``pool_size`` and ``idle_timeout_s`` override it); ``jobs`` is the job system
     that runs the jobs integrations create (without one they are queued for the next runner);
     ``job_factories`` the job types integrations may create; ``registry`` the integrations
-    (default: discovered in the data dir when the manager starts).
+    (default: discovered in the data dir when the manager starts); ``credentials`` the
+    credential manager that hands credentials over with requests and serves
+    ``core.credentials.*`` (default: the library's, docs/protocol.md §6.2).
     """
 
     def __init__(
@@ -222,8 +231,10 @@ class IntegrationManager:
         job_factories: Mapping[str, JobFactory] = JOB_FACTORIES,
         registry: Registry | None = None,
         handshake_timeout: float | None = None,
+        credentials: CredentialManager | None = None,
     ) -> None:
         self.core = core
+        self.credentials = credentials or CredentialManager.for_core(core)
         self.log_dir = Path(log_dir) if log_dir is not None else core.data_dir / "logs"
         self.policy = policy or Policy()
         self._registry = registry
@@ -232,7 +243,9 @@ class IntegrationManager:
         self._lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._closed = False
-        self._api = CoreApi(core, self._spawn, jobs=jobs, job_factories=job_factories)
+        self._api = CoreApi(
+            core, self._spawn, jobs=jobs, job_factories=job_factories, credentials=self.credentials
+        )
 
     # -- context ----------------------------------------------------------------------------
 
@@ -300,6 +313,28 @@ class IntegrationManager:
             hosted.stop.set()
             await asyncio.wait([hosted.task])
 
+    async def reload_integration(self, integration_id: str) -> str:
+        """Apply what changed on disk or in the library to ``integration_id``; say what was done.
+
+        For the CLI's ``enable``, ``disable``, ``update``, ``remove`` and ``rollback`` while the
+        daemon runs: the integrations are discovered again, a hosted one is stopped gracefully
+        (its next request starts the current version with the current config and a fresh crash
+        history: a failed one is thereby reset; a disabled or removed one stays stopped), and an
+        ``onStartup`` one that may run is started again. Returns ``"stopped"``, ``"restarted"``,
+        ``"started"`` or ``"unchanged"``.
+        """
+        self._check_open()
+        self.discover_integrations()
+        was_hosted = integration_id in self._hosted
+        await self.stop_integration(integration_id)
+        if integration_id in self.registry:
+            integration = self.registry.get(integration_id)
+            if ON_STARTUP in integration.manifest.activation_events:
+                await self._start_at_startup(integration_id)  # skipped (and logged) if it may not run
+        if integration_id in self._hosted:
+            return "restarted" if was_hosted else "started"
+        return "stopped" if was_hosted else "unchanged"
+
     async def handle_request(self, request: IntegrationRequest) -> IntegrationResponse:
         """Route ``request`` to its integration; every failure becomes an error response."""
         self._check_open()
@@ -337,11 +372,16 @@ class IntegrationManager:
             live = hosted.supervisor.status() if hosted is not None else None
             usage = self._api.usage.get(one)
             core_api = usage.to_json() if usage is not None else None
-            rows.append(status_row(integration.manifest, settings, live, note=NOT_STARTED, core_api=core_api))
+            note = NOT_STARTED if settings_state(settings) == "enabled" else NOT_ENABLED
+            rows.append(status_row(integration.manifest, settings, live, note=note, core_api=core_api))
         return rows
 
     def metrics_text(self) -> str:
-        """The status of every integration in the Prometheus text exposition format."""
+        """The status of every integration in the Prometheus text exposition format.
+
+        Rendered by ``prometheus_client`` from ``_health.IntegrationCollector``, the same
+        collector the daemon serves over HTTP.
+        """
         return metrics_text(self.status())
 
     # -- routing ----------------------------------------------------------------------------
@@ -365,7 +405,15 @@ class IntegrationManager:
                 )
             timeout = timeout_ms / 1000
         supervisor = await self._supervisor(request.integration_id)
-        return await supervisor.request(method, params, timeout=timeout, max_timeout=timeout)
+
+        async def send(body: Any) -> Any:
+            return await supervisor.request(method, body, timeout=timeout, max_timeout=timeout)
+
+        hosted = self._hosted.get(request.integration_id)
+        integration = hosted.integration if hosted is not None else self.registry.get(request.integration_id)
+        if integration.manifest.permissions.requires_credentials:  # docs/protocol.md §6.2
+            return await call_with_credential(self.credentials, request.integration_id, params, send)
+        return await send(params)
 
     async def _supervisor(self, integration_id: str) -> Supervisor:
         """The supervisor of ``integration_id``, created (not started) on first use."""
