@@ -54,7 +54,7 @@ import logging
 import math
 import socket
 from collections import deque
-from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self, TypeAlias, cast
@@ -284,7 +284,7 @@ class Connection(asyncio.Protocol):
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
-        self._notification_tasks: set[asyncio.Task[None]] = set()
+        self._background_tasks: set[asyncio.Task[None]] = set()
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._gathered: list[bytes] | None = None  # frames waiting for _flush (see _write)
         self._gathered_bytes = 0
@@ -477,9 +477,7 @@ class Connection(asyncio.Protocol):
         """
         if self._tg is None or self._lost:
             raise UsageError("the connection is not open")
-        task = self._tg.create_task(_pump(writer, source, self.name))
-        self._notification_tasks.add(task)
-        task.add_done_callback(self._notification_tasks.discard)
+        self._spawn(_pump(writer, source, self.name))
 
     def _streams(self) -> StreamMux:
         if self._mux is None:
@@ -694,7 +692,7 @@ class Connection(asyncio.Protocol):
         for entry in self._incoming.values():
             if entry.task is not None:
                 entry.task.cancel()
-        for task in self._notification_tasks:
+        for task in self._background_tasks:
             task.cancel()
         self._pending.clear()
         self._incoming.clear()
@@ -876,9 +874,14 @@ class Connection(asyncio.Protocol):
             logger.exception("%s: notification handler for %r failed", self.name, method)
             return
         if inspect.isawaitable(result) and self._tg is not None and not self._lost:
-            task = self._tg.create_task(self._await_notification_handler(method, result))
-            self._notification_tasks.add(task)
-            task.add_done_callback(self._notification_tasks.discard)
+            self._spawn(self._await_notification_handler(method, result))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """Run ``coroutine`` in the connection's task group; it is cancelled when the connection ends."""
+        assert self._tg is not None
+        task = self._tg.create_task(coroutine)
+        self._background_tasks.add(task)
+        task.add_done_callback(self._background_tasks.discard)
 
     async def _await_notification_handler(self, method: str, result: Awaitable[None]) -> None:
         try:
