@@ -17,10 +17,11 @@ import asyncio
 import json
 import os
 import random
-import resource
 import sys
 import tempfile
 from typing import Any
+
+from benchmarks._common import peak_rss_mib, rss_now_mib
 
 from spacedrive.ipc import Connection, Params, RequestContext, StreamWriter, connect_unix
 
@@ -33,25 +34,6 @@ def block(index: int, _base: list[bytes] = []) -> bytes:  # noqa: B006 (a cache)
     if not _base:
         _base.append(random.Random(SEED).randbytes(MIB))
     return index.to_bytes(8, "big") + _base[0][8:]
-
-
-def rss_now_mib() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / MIB
-
-
-def peak_rss_mib() -> float:
-    """Peak RSS of this process image: ``VmHWM`` (``ru_maxrss`` also counts the parent's RSS
-    at ``fork``, as the kernel folds the forked copy's peak in at ``exec``)."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / MIB if sys.platform == "darwin" else peak / 1024
 
 
 async def pump(writer: StreamWriter, mib: int, *, die: bool = False) -> None:
