@@ -109,6 +109,10 @@ _T = TypeVar("_T")
 
 OutputHandler: TypeAlias = Callable[[Literal["stdout", "stderr"], str], None]
 """Receives each line the child writes to stderr (and, on sockets, stdout), without its newline."""
+Spawner: TypeAlias = Callable[..., Awaitable[asyncio.subprocess.Process]]
+"""``asyncio.create_subprocess_exec``'s signature, with the keywords ``launch`` passes: ``stdin``,
+``stdout``, ``stderr``, ``env``, ``cwd``, ``start_new_session``, ``preexec_fn``, ``pass_fds``.
+What it returns needs ``pid``, ``returncode``, ``wait()``, ``stdout`` and ``stderr``."""
 
 
 class ProcessExitedEarly(ProcessCrashed):
@@ -141,6 +145,12 @@ class LaunchOptions:
     shutdown_timeout: float = SHUTDOWN_TIMEOUT
     on_output: OutputHandler | None = None
     preexec_fn: Callable[[], None] | None = None
+    pass_fds: Sequence[int] = ()
+    """Descriptors the child inherits under their numbers (the sandbox launcher's channel)."""
+    on_spawn: Callable[[int], None] | None = None
+    """Called with the pid as soon as the process exists (before the handshake)."""
+    spawner: Spawner | None = None
+    """Starts the process instead of ``asyncio.create_subprocess_exec`` (a zygote's fork)."""
 
 
 class _Output:
@@ -255,6 +265,9 @@ async def launch(
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     on_output: OutputHandler | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    pass_fds: Sequence[int] = (),
+    on_spawn: Callable[[int], None] | None = None,
+    spawner: Spawner | None = None,
 ) -> AsyncIterator[Peer]:
     """Start ``argv`` as integration ``integration_id``; yield the ``Peer`` once it shook hands.
 
@@ -268,6 +281,9 @@ async def launch(
     answer the integration's calls (the core APIs it may use); ``on_log`` receives its ``$/log``,
     ``on_output`` each line of its stderr (and stdout on sockets). ``preexec_fn`` is called in the
     child just before exec (``subprocess.Popen``'s, with all its caveats: keep it tiny).
+    ``pass_fds`` are inherited by the child under their numbers; ``on_spawn`` gets the pid as
+    soon as the process exists; ``spawner`` replaces ``asyncio.create_subprocess_exec`` (see
+    ``Spawner``).
 
     Raises ``ProcessExitedEarly``, ``HandshakeTimeout``, ``ProcessCrashed`` (cannot start),
     the peer's error for ``initialize`` (e.g. ``ProtocolVersionMismatch``), or ``InvalidParams``
@@ -291,6 +307,9 @@ async def launch(
         shutdown_timeout=shutdown_timeout,
         on_output=on_output,
         preexec_fn=preexec_fn,
+        pass_fds=tuple(pass_fds),
+        on_spawn=on_spawn,
+        spawner=spawner,
     )
     async with _Session(list(argv), options) as session:
         yield await session.start()
@@ -391,8 +410,9 @@ class _Session:
         env.update(launch_env.to_environ())
         stdio = self.pipes is not None
         pipes = self.pipes
+        spawn = options.spawner or asyncio.create_subprocess_exec
         try:
-            self.process = await asyncio.create_subprocess_exec(
+            self.process = await spawn(
                 *self.argv,
                 stdin=pipes.child_stdin if pipes else asyncio.subprocess.DEVNULL,
                 stdout=pipes.child_stdout if pipes else asyncio.subprocess.PIPE,
@@ -401,12 +421,15 @@ class _Session:
                 cwd=self.options.cwd,
                 start_new_session=True,
                 preexec_fn=self.options.preexec_fn,
+                pass_fds=options.pass_fds,
             )
         except OSError as exc:
             if pipes is not None:
                 pipes.close_all()
             raise ProcessCrashed(f"cannot start {self.name}: {self.argv[0]}: {exc.strerror or exc}") from exc
         self.exit_task = self.tg.create_task(self.process.wait())
+        if options.on_spawn is not None:
+            options.on_spawn(self.process.pid)
         self._forward_output(stdio)
         if pipes is not None:
             pipes.close_child_ends()
