@@ -121,9 +121,11 @@ class Refused(Exception):
 class Launcher:
     """Applies a policy (a ``SandboxPolicy.to_wire()`` dict) to this process, step by step."""
 
-    def __init__(self, policy: dict[str, Any], command: list[str]) -> None:
+    def __init__(self, policy: dict[str, Any], command: list[str], parent_pid: int | None = None) -> None:
         self.policy = policy
         self.command = command
+        # The pid our parent must have: the core's, or that of the zygote that forked us.
+        self.parent_pid = parent_pid if parent_pid is not None else policy.get("core_pid")
         self.protections: dict[str, dict[str, str]] = {
             name: {"mechanism": "none", "status": NOT_ENFORCED, "reason": "not requested"}
             for name in PROTECTIONS
@@ -269,9 +271,8 @@ class Launcher:
         from . import _sys
 
         _sys.prctl(_sys.PR_SET_PDEATHSIG, 9)
-        core_pid = self.policy.get("core_pid")
-        if core_pid and os.getppid() != core_pid:
-            os._exit(EXIT_REFUSED)  # the core died before we could be told: nobody to report to
+        if self.parent_pid and os.getppid() != self.parent_pid:
+            os._exit(EXIT_REFUSED)  # the parent died before we could be told: nobody to report to
 
     def no_new_privs(self) -> None:
         from . import _sys
@@ -663,15 +664,20 @@ def _parse(args: list[str]) -> tuple[int, list[str]]:
     return int(args[1]), command
 
 
-def main(args: list[str] | None = None) -> None:
-    """The launcher's entry point (``sys.argv[1:]`` by default)."""
+def main(args: list[str] | None = None, *, parent_pid: int | None = None) -> None:
+    """The launcher's entry point (``sys.argv[1:]`` by default).
+
+    ``parent_pid`` replaces the policy's ``core_pid`` as the parent this process must have: a
+    zygote (:mod:`spacedrive.ipc._zygote`) that forked it passes its own pid, since the core
+    that wrote the policy is then the grandparent (the zygote itself dies with the core).
+    """
     args = sys.argv[1:] if args is None else args
     if args[:1] == ["--probe"]:
         sys.stdout.write(_wire.to_json(probe()) + "\n")
         return
     entered = time.monotonic()
     fd, command = _parse(args)
-    launcher = Launcher(_wire.read_policy(fd), command)
+    launcher = Launcher(_wire.read_policy(fd), command, parent_pid)
     if launcher.timings is not None:  # CLOCK_MONOTONIC is system-wide: the core can subtract
         launcher.timings["monotonic_entered_ms"] = round(entered * 1000, 3)
     try:
