@@ -10,7 +10,11 @@ Two measurements, each against its baseline in the same run:
   stopped before the next starts (stopping is not timed). Baseline: ``subprocess`` spawn of the
   same interpreter running ``-c pass`` until it has exited. Printed: both, their ratio, and
   whether the p50 meets the target of 80 ms; and, to show where the time goes, the same spawn
-  running ``-c "import spacedrive.sdk"`` (what every Python integration imports first).
+  running ``-c "import spacedrive.sdk"`` (what every Python integration imports first). Then
+  the same launch through a **zygote** (``spacedrive.ipc._zygote.Zygote``, started once before
+  the rounds, not timed: a process with the SDK imported that forks the integration):
+  ``launch(..., spawner=zygote.create_subprocess_exec)``, with its p50/p99, its ratios to the
+  plain launch and to bare python, and whether it meets the 80 ms target.
 * **Routing.** ``IntegrationManager.handle_request`` against ``Connection.request`` straight to
   a launched process of the same integration: ``filetype.validate`` of a 12-byte file, one
   request at a time, after a warm-up. The two are interleaved in rounds of 100 so that drift
@@ -46,7 +50,8 @@ from spacedrive.core.node import Core
 from spacedrive.integrations import IntegrationManager, IntegrationRequest, Policy, enable
 from spacedrive.integrations.manifest import load_manifest
 from spacedrive.integrations.packages import PackageManager
-from spacedrive.ipc._launch import launch
+from spacedrive.ipc._launch import Spawner, launch
+from spacedrive.ipc._zygote import Zygote
 
 HELLO = ROOT / "examples" / "python-hello"
 TARGET_COLD_START_P50_MS = 80.0
@@ -69,22 +74,27 @@ def spawn(code: str) -> float:
     return time.perf_counter() - start
 
 
-async def cold_start(runtime_dir: Path) -> float:
+async def cold_start(runtime_dir: Path, spawner: Spawner | None = None) -> float:
     """Seconds from ``launch`` of python-hello until its handshake is done (its stop is not timed)."""
     argv = [sys.executable, str(HELLO / "main.py")]
     start = time.perf_counter()
-    async with launch(argv, integration_id="python-hello", cwd=HELLO, runtime_dir=runtime_dir):
+    async with launch(
+        argv, integration_id="python-hello", cwd=HELLO, runtime_dir=runtime_dir, spawner=spawner
+    ):
         elapsed = time.perf_counter() - start
     return elapsed
 
 
 async def cold_starts(count: int, runtime_dir: Path) -> dict[str, list[float]]:
-    """The three measurements interleaved, one of each per round: load drift touches all three."""
-    times: dict[str, list[float]] = {"bare": [], "sdk": [], "cold": []}
-    for _ in range(count):
-        times["bare"].append(spawn("pass"))
-        times["sdk"].append(spawn("import spacedrive.sdk"))
-        times["cold"].append(await cold_start(runtime_dir))
+    """The four measurements interleaved, one of each per round: load drift touches all four."""
+    times: dict[str, list[float]] = {"bare": [], "sdk": [], "cold": [], "zygote": []}
+    async with Zygote() as zygote:
+        await cold_start(runtime_dir, zygote.create_subprocess_exec)  # warm-up: first fork, page faults
+        for _ in range(count):
+            times["bare"].append(spawn("pass"))
+            times["sdk"].append(spawn("import spacedrive.sdk"))
+            times["cold"].append(await cold_start(runtime_dir))
+            times["zygote"].append(await cold_start(runtime_dir, zygote.create_subprocess_exec))
     return times
 
 
@@ -160,7 +170,7 @@ async def measure(starts: int, requests: int) -> dict[str, Any]:
         starts_s = await cold_starts(starts, runtime_dir)
         bare, sdk, cold = starts_s["bare"], starts_s["sdk"], starts_s["cold"]
         route = await routing(requests, data_dir, runtime_dir, notes)
-    cold_ms, bare_ms = ms(cold), ms(bare)
+    cold_ms, bare_ms, zygote_ms = ms(cold), ms(bare), ms(starts_s["zygote"])
     return {
         "cold_start_ms": cold_ms,
         "bare_python_ms": bare_ms,
@@ -168,6 +178,10 @@ async def measure(starts: int, requests: int) -> dict[str, Any]:
         "sdk_import_ms": ms(sdk),
         "cold_start_target_p50_ms": TARGET_COLD_START_P50_MS,
         "cold_start_meets_target": cold_ms["p50"] <= TARGET_COLD_START_P50_MS,
+        "zygote_cold_start_ms": zygote_ms,
+        "zygote_over_plain_p50": round(zygote_ms["p50"] / cold_ms["p50"], 3),
+        "zygote_over_bare_p50": round(zygote_ms["p50"] / bare_ms["p50"], 2),
+        "zygote_meets_target": zygote_ms["p50"] <= TARGET_COLD_START_P50_MS,
         "starts": starts,
         "routing": route,
     }
@@ -195,6 +209,16 @@ def main() -> None:
     print(
         f"of which `python -c 'import spacedrive.sdk'` (spawn -> exit): p50 {sdk['p50']} ms,"
         f" p99 {sdk['p99']} ms"
+    )
+    zygote = result["zygote_cold_start_ms"]
+    zygote_verdict = "met" if result["zygote_meets_target"] else "MISSED"
+    print(
+        f"cold start through the zygote (spawn -> handshake): p50 {zygote['p50']} ms, p99 {zygote['p99']} ms"
+        f" (target p50 <= {TARGET_COLD_START_P50_MS:g} ms: {zygote_verdict})"
+    )
+    print(
+        f"zygote / plain cold start, p50: {result['zygote_over_plain_p50']}x;"
+        f" zygote / bare python, p50: {result['zygote_over_bare_p50']}x"
     )
     print(
         f"routing: handle_request p50 {route['manager_us']['p50']} us, Connection.request p50"

@@ -107,8 +107,9 @@ __all__ = [
 
 PRELOAD: Final = ("spacedrive.sdk", "spacedrive.sandbox.launch")
 """Modules the zygote imports before it says ready (what every Python integration imports)."""
-PRELOAD_IF_INSTALLED: Final = ("uvloop",)
-"""Imported too when installed (an integration may choose it)."""
+PRELOAD_IF_INSTALLED: Final = ("uvloop", "zstandard", "pathlib")
+"""Imported too when installed: a loop an integration may choose, what the SDK imports late
+(``zstandard`` once compression is negotiated), what most integrations import (``pathlib``)."""
 START_TIMEOUT: Final = 10.0
 """Seconds from starting the zygote to its ``ready`` (an interpreter start and the imports)."""
 SPAWN_TIMEOUT: Final = 5.0
