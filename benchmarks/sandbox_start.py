@@ -12,6 +12,9 @@ same machine load):
 * **integration** (``examples/python-hello``, the Python SDK): ``spacedrive.ipc.launch`` from
   the call to the handshake done, against the same under the launcher (session created, the
   report received and the plan confirmed before the clock stops). What a user waits for.
+  Both again through a **zygote** (``spacedrive.ipc._zygote``, started once, not timed):
+  ``launch(..., spawner=zygote.create_subprocess_exec)``; the launcher then runs in the
+  zygote's forked child instead of a new interpreter.
 
 The sandbox is the full one this machine allows: user or root namespaces, the filesystem
 view, Landlock, seccomp, a proxy listener (the policy allows one host) and the cgroup (memory,
@@ -28,7 +31,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from spacedrive.ipc._launch import launch  # noqa: E402
+from spacedrive.ipc._launch import Spawner, launch  # noqa: E402
+from spacedrive.ipc._zygote import Zygote  # noqa: E402
 from spacedrive.sandbox import (  # noqa: E402
     NetworkRule,
     ResourceLimits,
@@ -48,6 +51,15 @@ from spacedrive.sandbox import (  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "python-hello"
 WAIT = 30.0
+SERIES = (
+    "plain",
+    "sandboxed",
+    "plain_sdk",
+    "sandboxed_sdk",
+    "sandboxed_sdk_cpu25",
+    "zygote_sdk",
+    "zygote_sandboxed_sdk",
+)
 
 
 def _policy(folder: Path, integration_dir: Path) -> SandboxPolicy:
@@ -128,43 +140,38 @@ def _record_phases(
         phases.setdefault(name, []).append(value)
 
 
-async def plain_integration(runtime: Path) -> float:
+async def plain_integration(runtime: Path, spawner: Spawner | None = None) -> float:
     start = time.perf_counter()
     async with launch(
-        [sys.executable, str(EXAMPLE / "main.py")], integration_id="python-hello", runtime_dir=runtime
+        [sys.executable, str(EXAMPLE / "main.py")],
+        integration_id="python-hello",
+        runtime_dir=runtime,
+        spawner=spawner,
     ):
         elapsed = time.perf_counter() - start
     return elapsed
 
 
-async def sandboxed_integration(runtime: Path, policy: SandboxPolicy) -> float:
+async def sandboxed_integration(
+    runtime: Path, policy: SandboxPolicy, spawner: Spawner | None = None
+) -> float:
     argv = [sys.executable, str(EXAMPLE / "main.py")]
     plan = plan_enforcement(policy, probe_platform(), argv)
     start = time.perf_counter()
-    async with SandboxSession(policy, plan) as session:
-        # ipc.launch has no pass_fds option yet (the supervisor's wiring adds it): add them here.
-        spawn = asyncio.create_subprocess_exec
-        asyncio.create_subprocess_exec = _with_fds(spawn, session)  # type: ignore[assignment]
-        try:
-            async with launch(
-                session.command(argv), integration_id="python-hello", runtime_dir=runtime
-            ) as peer:
-                await session.attach(peer.pid)
-                elapsed = time.perf_counter() - start
-        finally:
-            asyncio.create_subprocess_exec = spawn  # type: ignore[assignment]
+    async with (
+        SandboxSession(policy, plan) as session,
+        launch(
+            session.command(argv),
+            integration_id="python-hello",
+            runtime_dir=runtime,
+            pass_fds=session.pass_fds,
+            on_spawn=session.spawned,
+            spawner=spawner,
+        ) as peer,
+    ):
+        await session.attach(peer.pid)
+        elapsed = time.perf_counter() - start
     return elapsed
-
-
-def _with_fds(spawn: Callable[..., Any], session: SandboxSession) -> Callable[..., Any]:
-    """What the wiring adds to ``launch``: ``pass_fds``, and ``spawned`` as soon as the pid exists."""
-
-    async def spawn_with_fds(*args: Any, **kwargs: Any) -> Any:
-        process = await spawn(*args, pass_fds=session.pass_fds, **kwargs)
-        session.spawned(process.pid)
-        return process
-
-    return spawn_with_fds
 
 
 def _p(values: list[float], q: float) -> float:
@@ -189,20 +196,24 @@ async def main() -> None:
         program_policy = replace(_policy(folder, program.parent), timings=True)
         hello_policy = _policy(folder, EXAMPLE)
         capped_policy = replace(hello_policy, limits=replace(hello_policy.limits, cpu_percent=25))
-        results: dict[str, list[float]] = {
-            k: [] for k in ("plain", "sandboxed", "plain_sdk", "sandboxed_sdk", "sandboxed_sdk_cpu25")
-        }
+        results: dict[str, list[float]] = {k: [] for k in SERIES}
         phases: dict[str, list[float]] = {}
-        async with asyncio.timeout(WAIT * rounds):
+        async with asyncio.timeout(WAIT * rounds), Zygote() as zygote:
+            fork = zygote.create_subprocess_exec
             await plain_program(program)  # warm-up: page cache, pyc files
             await sandboxed_program(program, program_policy, {})
             await sandboxed_integration(runtime, hello_policy)
+            await sandboxed_integration(runtime, hello_policy, fork)
             for _ in range(rounds):
                 results["plain"].append(await plain_program(program))
                 results["sandboxed"].append(await sandboxed_program(program, program_policy, phases))
                 results["plain_sdk"].append(await plain_integration(runtime))
                 results["sandboxed_sdk"].append(await sandboxed_integration(runtime, hello_policy))
                 results["sandboxed_sdk_cpu25"].append(await sandboxed_integration(runtime, capped_policy))
+                results["zygote_sdk"].append(await plain_integration(runtime, fork))
+                results["zygote_sandboxed_sdk"].append(
+                    await sandboxed_integration(runtime, hello_policy, fork)
+                )
     _print(results, phases, rounds, platform.to_json())
 
 
@@ -222,6 +233,8 @@ def _print(
     out["ratio_sdk_cpu25_p50"] = round(out["sandboxed_sdk_cpu25_p50_ms"] / out["plain_sdk_p50_ms"], 3)
     out["overhead_minimal_ms"] = round(out["sandboxed_p50_ms"] - out["plain_p50_ms"], 2)
     out["overhead_sdk_ms"] = round(out["sandboxed_sdk_p50_ms"] - out["plain_sdk_p50_ms"], 2)
+    out["ratio_zygote_sdk_p50"] = round(out["zygote_sandboxed_sdk_p50_ms"] / out["zygote_sdk_p50_ms"], 3)
+    out["overhead_zygote_sdk_ms"] = round(out["zygote_sandboxed_sdk_p50_ms"] - out["zygote_sdk_p50_ms"], 2)
     for label, key in (("minimal program", ""), ("SDK integration", "_sdk"), ("SDK, 25 % CPU", "_sdk_cpu25")):
         plain, boxed, ratio = (
             out[f"plain{key.removesuffix('_cpu25')}_p50_ms"],
@@ -229,6 +242,10 @@ def _print(
             out[f"ratio{key or '_minimal'}_p50"],
         )
         print(f"{label}: plain {plain} ms, sandboxed {boxed} ms (p50), ratio {ratio}")
+    print(
+        f"SDK integration through the zygote: plain {out['zygote_sdk_p50_ms']} ms, sandboxed"
+        f" {out['zygote_sandboxed_sdk_p50_ms']} ms (p50), ratio {out['ratio_zygote_sdk_p50']}"
+    )
     print(json.dumps(out))
 
 
