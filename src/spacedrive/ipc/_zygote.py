@@ -213,8 +213,9 @@ class Zygote:
         start_new_session: bool = False,
         preexec_fn: Callable[[], object] | None = None,
         pass_fds: Sequence[int] = (),
-    ) -> ZygoteProcess:
-        """Fork a child of the zygote that runs ``program *args`` (a ``launch`` spawner).
+    ) -> asyncio.subprocess.Process:
+        """Fork a child of the zygote that runs ``program *args`` (a ``launch`` spawner): a
+        ``ZygoteProcess``, or with ``fallback`` a plain ``Process`` when the zygote failed.
 
         Raises ``OSError`` as ``asyncio.create_subprocess_exec`` does (e.g. ``FileNotFoundError``
         when the program or ``cwd`` does not exist), :class:`ZygoteError` when the zygote
@@ -232,7 +233,7 @@ class Zygote:
             if not self.fallback or self._closed:
                 raise
             logger.warning("zygote: %s; starting %s without it", exc, argv[0])
-        process = await asyncio.create_subprocess_exec(
+        return await asyncio.create_subprocess_exec(
             *argv,
             stdin=stdin,
             stdout=stdout,
@@ -243,7 +244,6 @@ class Zygote:
             preexec_fn=preexec_fn,
             pass_fds=pass_fds,
         )
-        return process  # type: ignore[return-value]  # the same interface: Process, not a ZygoteProcess
 
     # -- internals --------------------------------------------------------------------------
 
