@@ -13,6 +13,7 @@ import pytest
 
 from spacedrive.core.node import Core
 from spacedrive.integrations import mark_failed
+from spacedrive.sandbox import probe_platform
 from tests.conftest import make_tree
 from tests.integrations._apps import DENIED, GRANTED, HELLO, client_package
 
@@ -40,8 +41,12 @@ def sd_json(data_dir: Path, *args: str) -> Any:
 
 
 @pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    return make_tree(tmp_path / "texts", {"notes.md": "# Title\n\nhello world\n"}) / "notes.md"
+def notes(tmp_path: Path, data_dir: Path) -> Path:
+    """A Markdown file in a location of the library (a sandboxed file handler reads locations)."""
+    folder = make_tree(tmp_path / "texts", {"notes.md": "# Title\n\nhello world\n"})
+    with Core(data_dir) as core:
+        core.locations.add(folder)
+    return folder / "notes.md"
 
 
 @pytest.fixture
@@ -102,12 +107,6 @@ def test_call_reaches_the_core_apis_only_with_their_permission(
     for integration_id, apis in ((GRANTED, ["ReadFiles", "ReadLocations"]), (DENIED, [])):
         sd(data_dir, "install", str(client_package(tmp_path / "pkg", integration_id, apis)))
         sd(data_dir, "enable", integration_id)
-    subprocess.run(
-        [sys.executable, "-c", _MAIN, "--data-dir", str(data_dir), "location", "add", str(notes.parent)],
-        check=True,
-        capture_output=True,
-        timeout=WAIT_S,
-    )
     options = {"method": "core.files.stat", "params": {"path": str(notes)}}
     params = json.dumps({"path": "", "input_type": "call", "output_format": "json", "options": options})
 
@@ -119,7 +118,7 @@ def test_call_reaches_the_core_apis_only_with_their_permission(
     assert "(code -32006)" in denied.stderr and "ReadFiles" in denied.stderr
 
 
-def test_status_without_a_daemon_shows_the_stored_state_and_what_is_not_enforced(
+def test_status_without_a_daemon_shows_the_stored_state_and_the_planned_enforcement(
     data_dir: Path, hello: str
 ) -> None:
     [row] = sd_json(data_dir, "status", hello)
@@ -130,8 +129,12 @@ def test_status_without_a_daemon_shows_the_stored_state_and_what_is_not_enforced
         "not running (no daemon)",
         None,
     )
-    assert row["sandbox"] == "not enforced"
-    assert row["permissions"]["network_access"]["sandbox"] == "not enforced"
+    planned = row["sandbox"]
+    assert planned["mode"] == "planned" and planned["enforcement"]["confirmed"] is False
+    for name, how in planned["permissions"].items():
+        assert row["permissions"][name]["sandbox"] == how
+    if probe_platform().namespaces:
+        assert row["permissions"]["network_access"]["sandbox"] == "netns"
 
     with Core(data_dir) as core:
         mark_failed(core.library.db, hello, "it crashed 3 times within 300 s")
@@ -142,7 +145,7 @@ def test_status_without_a_daemon_shows_the_stored_state_and_what_is_not_enforced
         "it crashed 3 times within 300 s",
     )
     text = sd(data_dir, "status").stdout
-    assert "it crashed 3 times" in text and "not enforced" in text
+    assert "it crashed 3 times" in text and f"{hello} sandbox (planned):" in text
     assert sd(data_dir, "status", "nope", check=False).returncode == 3
 
 

@@ -6,6 +6,7 @@ import base64
 import json
 import secrets
 import shutil
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +79,13 @@ def install_cloud(
     config: dict[str, Any] | None = None,
     **permissions: Any,
 ) -> Manifest:
-    """Install ``apps/cloud.py`` as ``integration_id`` and enable it with ``config``."""
+    """Install ``apps/cloud.py`` as ``integration_id`` and enable it with ``config``.
+
+    With a ``config.api_url``, the manifest declares its ``host:port`` (the sandbox's proxy
+    lets the integration reach nothing else).
+    """
+    if config and "api_url" in config and "network_access" not in permissions:
+        permissions["network_access"] = [urllib.parse.urlsplit(config["api_url"]).netloc]
     folder = root / integration_id
     folder.mkdir(parents=True)
     (folder / "manifest.json").write_text(json.dumps(cloud_manifest(integration_id, **permissions)))

@@ -91,8 +91,11 @@ def spawner(data_dir: Path, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def notes(tmp_path: Path) -> Path:
-    return make_tree(tmp_path / "texts", {"notes.md": "# Title\n\nhello world\n"}) / "notes.md"
+def notes(tmp_path: Path, data_dir: Path) -> Path:
+    """A Markdown file in a location of the library (a sandboxed file handler reads locations)."""
+    folder = make_tree(tmp_path / "texts", {"notes.md": "# Title\n\nhello world\n"})
+    sd(data_dir, "location", "add", str(folder), "--no-index")
+    return folder / "notes.md"
 
 
 def alive(pids: Iterable[int]) -> list[int]:

@@ -51,7 +51,7 @@ def test_status_is_live_and_calls_go_through_the_daemon(
     assert sd_json(data_dir, "daemon", "status")["integrations"] == {"running": 1, "ids": [hello]}
 
     text = sd(data_dir, "integration", "status").stdout
-    assert str(row["pid"]) in text and "running" in text and "not enforced" in text
+    assert str(row["pid"]) in text and "running" in text and f"{hello} sandbox (enforced):" in text
 
     response = sd_json(
         data_dir, "integration", "call", hello, "filetype.validate", "-p", json.dumps({"path": str(notes)})
@@ -147,6 +147,7 @@ def test_commands_for_another_library_do_not_use_the_daemon(
 ) -> None:
     sd(data_dir, "library", "create", "other")
     sd(data_dir, "--library", "other", "integration", "enable", hello)
+    sd(data_dir, "--library", "other", "location", "add", str(notes.parent), "--no-index")
     start_daemon()  # hosts the default library
     metadata(data_dir, hello, notes, "--library", "other")  # in this process: the daemon starts nothing
     assert sd_json(data_dir, "daemon", "status")["integrations"]["running"] == 0

@@ -38,7 +38,8 @@ def client_manifest(integration_id: str, core_apis: list[str], **changes: Any) -
         "command": ["python3", "main.py"],
         "permissions": {"core_apis": core_apis},
     }
-    manifest.update(changes)
+    permissions = {**manifest["permissions"], **changes.pop("permissions", {})}
+    manifest.update(changes, permissions=permissions)
     return manifest
 
 

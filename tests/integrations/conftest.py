@@ -1,14 +1,37 @@
-"""Fixtures of the integration tests: a package manager on a fresh data dir, signing keys."""
+"""Fixtures of the integration tests: a core with a location, a package manager, signing keys."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from spacedrive.core.node import Core
 from spacedrive.integrations.packages import PackageManager
+from tests.conftest import make_tree
+
+
+@pytest.fixture
+def core(data_dir: Path) -> Iterator[Core]:
+    with Core(data_dir) as core:
+        yield core
+
+
+@pytest.fixture
+def files(tmp_path: Path, core: Core) -> Path:
+    """A location of the library, with two files."""
+    root = make_tree(tmp_path / "files", {"notes.md": "# Title\n\nhello world\n", "sub/a.txt": "a"}).resolve()
+    core.locations.add(root)
+    return root
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder outside every location, with a secret."""
+    return make_tree(tmp_path / "outside", {"secret.txt": "secret"}).resolve()
 
 
 @pytest.fixture

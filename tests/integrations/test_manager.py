@@ -12,11 +12,11 @@ import itertools
 import os
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 import pytest
 
 from spacedrive.core.jobs import get_job
@@ -36,6 +36,7 @@ from spacedrive.integrations import (
 from spacedrive.integrations._health import NOT_STARTED
 from spacedrive.integrations.registry import Integration, Registry
 from spacedrive.ipc import ErrorCode, PermissionDenied, UsageError
+from spacedrive.sandbox import probe_platform
 from tests.conftest import make_tree
 from tests.integrations._apps import (
     ALL_CORE_APIS,
@@ -105,26 +106,6 @@ def data(response: IntegrationResponse) -> Any:
 
 
 @pytest.fixture
-def core(data_dir: Path) -> Iterator[Core]:
-    with Core(data_dir) as core:
-        yield core
-
-
-@pytest.fixture
-def files(tmp_path: Path, core: Core) -> Path:
-    """A location of the library, with two files."""
-    root = make_tree(tmp_path / "files", {"notes.md": "# Title\n\nhello world\n", "sub/a.txt": "a"}).resolve()
-    core.locations.add(root)
-    return root
-
-
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    """A folder outside every location, with a secret."""
-    return make_tree(tmp_path / "outside", {"secret.txt": "secret"}).resolve()
-
-
-@pytest.fixture
 def hello(core: Core, data_dir: Path) -> str:
     install_and_enable(core.library.db, data_dir, HELLO)
     return "python-hello"
@@ -139,6 +120,27 @@ def clients(core: Core, data_dir: Path, tmp_path: Path) -> tuple[str, str]:
 
 
 # -- routing ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote is Linux only")
+@pytest.mark.parametrize("zygote", [True, False], ids=["zygote", "direct"])
+async def test_integrations_are_forked_from_the_zygote_unless_told_otherwise(
+    core: Core, hello: str, files: Path, zygote: bool
+) -> None:
+    async with asyncio.timeout(WAIT), manager(core, zygote=zygote) as m:
+        answer = data(
+            await m.handle_request(
+                request(hello, "filetype.extract_metadata", {"path": str(files / "notes.md")})
+            )
+        )
+        parent = psutil.Process(m.status(hello)[0]["pid"]).parent()
+        assert parent is not None
+        parent_command, grandparent = " ".join(parent.cmdline()), parent.ppid()
+    assert answer["metadata"]["words"] == 4
+    if zygote:  # a child of the zygote, which is a child of the core
+        assert "spacedrive.ipc._zygote" in parent_command and grandparent == os.getpid()
+    else:
+        assert parent.pid == os.getpid()
 
 
 async def test_a_request_is_answered_with_the_data_of_the_integration(
@@ -467,7 +469,7 @@ async def test_a_subscribed_integration_is_told_when_a_location_is_added(
 # -- health -------------------------------------------------------------------------------------
 
 
-async def test_status_reports_health_and_says_what_is_not_enforced(
+async def test_status_reports_health_and_how_each_permission_is_enforced(
     core: Core, hello: str, clients: tuple[str, str], files: Path
 ) -> None:
     async with manager(core) as m:
@@ -492,11 +494,31 @@ async def test_status_reports_health_and_says_what_is_not_enforced(
     assert running["latency_ms"]["p50"] > 0 and running["latency_ms"]["p99"] >= running["latency_ms"]["p50"]
     assert isinstance(running["cpu_percent"], float) and running["rss_bytes"] > 0
     assert running["last_error"] is None and running["note"] is None
-    assert running["sandbox"] == "not enforced"
-    assert running["permissions"]["network_access"] == {"granted": [], "sandbox": "not enforced"}
-    assert running["permissions"]["max_memory_mb"] == {"granted": 64, "sandbox": "not enforced"}
+    sandbox, platform = running["sandbox"], probe_platform()
+    assert sandbox["mode"] == "enforced" and sandbox["enforcement"]["confirmed"] is True
+    assert sandbox["library_read_paths"] == [str(files)]  # a file handler reads the locations
+    for name, how in sandbox["permissions"].items():  # each permission: the confirmed mechanism
+        assert running["permissions"][name]["sandbox"] == how
+    if platform.landlock_abi:
+        expected = f"landlock-abi{platform.landlock_abi}" + ("+mountns" if platform.namespaces else "")
+        assert running["permissions"]["file_system_access"]["sandbox"] == expected
+    if platform.namespaces:
+        assert running["permissions"]["network_access"] == {"granted": [], "sandbox": "netns"}
+    if platform.cgroup is not None and "memory" in platform.cgroup.controllers:
+        assert running["permissions"]["max_memory_mb"] == {
+            "granted": 64,
+            "sandbox": f"cgroup-{platform.cgroup.version}",
+        }
     assert running["permissions"]["core_apis"] == {"granted": [], "sandbox": "enforced"}
     assert (idle["state"], idle["pid"], idle["requests"], idle["note"]) == ("stopped", None, 0, NOT_STARTED)
+    assert idle["sandbox"]["mode"] == "planned" and idle["sandbox"]["library_read_paths"] == [str(files)]
+    assert (
+        idle["permissions"]["network_access"]["sandbox"] == idle["sandbox"]["permissions"]["network_access"]
+    )
+    assert (
+        f'spacedrive_integration_proxy_connections_total{{decision="allowed",integration="{hello}"}} 0.0'
+        in metrics
+    )
     assert f'spacedrive_integration_up{{integration="{hello}"}} 1' in metrics
     assert f'spacedrive_integration_requests_total{{integration="{hello}"}} 4' in metrics
 

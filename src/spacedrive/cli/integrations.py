@@ -18,6 +18,7 @@ does not exist, 1 for any other failure (``call``: an error response, printed on
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -43,8 +44,9 @@ from spacedrive.cli._context import (
 )
 from spacedrive.daemon.client import DaemonClient, run_with_daemon
 from spacedrive.daemon.errors import DaemonNotRunning, DaemonUnreachable
-from spacedrive.integrations._health import NOT_ENFORCED, SANDBOX_PERMISSIONS, status_row
+from spacedrive.integrations._health import status_row
 from spacedrive.integrations._logfile import LOG_TAIL_LINES, log_path
+from spacedrive.integrations._sandboxing import SandboxHost, location_roots
 from spacedrive.integrations._signing import load_private_key
 from spacedrive.integrations.config import (
     IntegrationSettings,
@@ -439,7 +441,10 @@ def status_command(
         if not running or rows is None:
             with open_core(ctx) as core:
                 settings = all_settings(core.library.db)
-            rows = [status_row(i.manifest, settings.get(i.id)) for i in integrations]
+                host = SandboxHost(library_roots=functools.partial(location_roots, core))
+                rows = [
+                    status_row(i.manifest, settings.get(i.id), sandbox=host.describe(i)) for i in integrations
+                ]
     log_dir = data_dir_of(ctx) / "logs"
     for row in rows:
         if not row.get("log_file"):
@@ -457,10 +462,8 @@ def status_command(
             out_console.print(escape(line))
     else:
         out_console.print(_stored_table(rows))
-    not_enforced = ", ".join(SANDBOX_PERMISSIONS)
-    out_console.print(
-        f"{NOT_ENFORCED} (no sandbox yet): {not_enforced}; core_apis are enforced by the core on every call"
-    )
+    for line in _enforcement_lines(rows):
+        out_console.print(escape(line))
 
 
 def _stored_table(rows: list[dict[str, Any]]) -> Table:
@@ -501,6 +504,20 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
         note = row.get("reason") or row.get("last_error") or row.get("note")
         if note:
             lines.append(f"{row['id']}: {note}")
+    return lines
+
+
+def _enforcement_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """Per integration, how each permission is enforced: in force, planned, off, or why refused."""
+    lines = []
+    for row in rows:
+        sandbox = row.get("sandbox") or {}
+        mode = sandbox.get("mode", "unknown")
+        if mode == "refused":
+            lines.append(f"{row['id']} sandbox refused: {sandbox.get('reason')}")
+            continue
+        how = ", ".join(f"{name} {perm['sandbox']}" for name, perm in row.get("permissions", {}).items())
+        lines.append(f"{row['id']} sandbox ({mode}): {how}")
     return lines
 
 

@@ -115,6 +115,7 @@ class Daemon:
             IntegrationManager(core, jobs=jobs, policy=self.options.policy) as manager,
         ):
             self._jobs, self._manager = jobs, manager
+            await manager.warm_up()  # the zygote: the first integration then starts in ~11 ms
             self._housekeeping = Housekeeping(core, jobs, poll_interval=self.options.job_poll_interval)
             try:
                 async with self._control_server():

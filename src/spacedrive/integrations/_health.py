@@ -5,9 +5,13 @@ the library's settings (enabled, disabled, failed and why) and, when a superviso
 supervisor's live status (state, pid, uptime, restarts, requests, success rate, latency, CPU,
 RSS). Without a supervisor (no daemon) the process fields are empty and ``note`` says why.
 
-Every row also says what is **not** enforced yet: the sandbox (network, file system and
-resource limits) comes later, so each of those permissions reads ``"not enforced"``; the core
-APIs are checked by the core on every call (``"enforced"``).
+Every row also says how each permission is enforced: ``row["sandbox"]`` is the running
+process's sandbox (``mode`` ``"enforced"``: the plan its launcher confirmed, proxy counters,
+cgroup usage) or, when none runs, what would be enforced (``"planned"``; ``"off"`` when the
+operator switched the sandbox off; ``"refused"`` when a required protection is missing here),
+and ``row["permissions"][name]["sandbox"]`` the mechanism in force for that permission
+(``landlock-abi7+mountns``, ``netns+proxy``, ``cgroup-v1``, ...) or ``not enforced: why``. The
+core APIs are checked by the core on every call (``"enforced"``).
 
 :class:`IntegrationCollector` is the one definition of the Prometheus metrics, a
 ``prometheus_client`` collector over such rows: the daemon serves it over HTTP
@@ -41,7 +45,7 @@ __all__ = [
 ]
 
 NOT_ENFORCED: Final = "not enforced"
-"""What a permission the sandbox would enforce says until the sandbox exists."""
+"""What a permission says when nothing tells how it is enforced."""
 CORE_API_ENFORCEMENT: Final = "enforced"
 """The core APIs: the core checks ``core_apis`` on every call."""
 SANDBOX_PERMISSIONS: Final = (
@@ -92,8 +96,13 @@ def status_row(
     *,
     note: str = NO_DAEMON,
     core_api: Mapping[str, int] | None = None,
+    sandbox: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The status of one integration (``integration status --json``); ``live``: the supervisor's."""
+    """The status of one integration (``integration status --json``); ``live``: the supervisor's.
+
+    ``sandbox``: the planned enforcement (``SandboxHost.describe``) when ``live`` has no
+    sandbox of a running process.
+    """
     stored = settings_state(settings)
     failed_reason = settings.failed_reason if settings is not None and stored == "failed" else None
     row: dict[str, Any] = {
@@ -110,12 +119,16 @@ def status_row(
     for counter in ("starts", "restarts", "requests", "failures", "cancelled", "in_flight"):
         row[counter] = row[counter] or 0
     row["core_api"] = dict(core_api or {"calls": 0, "denied": 0})
-    row["sandbox"] = NOT_ENFORCED
-    row["permissions"] = _permissions(manifest)
+    running = (live or {}).get("sandbox")
+    if running:
+        row["sandbox"] = {"mode": "enforced", "permissions": running["enforcement"]["permissions"], **running}
+    else:
+        row["sandbox"] = dict(sandbox or {"mode": "unknown", "permissions": {}})
+    row["permissions"] = _permissions(manifest, row["sandbox"]["permissions"])
     return row
 
 
-def _permissions(manifest: Manifest) -> dict[str, dict[str, Any]]:
+def _permissions(manifest: Manifest, enforced: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     perms = manifest.permissions
     granted: dict[str, Any] = {
         "core_apis": list(perms.core_apis),
@@ -130,7 +143,10 @@ def _permissions(manifest: Manifest) -> dict[str, dict[str, Any]]:
         "max_execution_time_s": perms.max_execution_time_s,
     }
     return {
-        name: {"granted": value, "sandbox": CORE_API_ENFORCEMENT if name == "core_apis" else NOT_ENFORCED}
+        name: {
+            "granted": value,
+            "sandbox": CORE_API_ENFORCEMENT if name == "core_apis" else enforced.get(name, NOT_ENFORCED),
+        }
         for name, value in granted.items()
     }
 
@@ -171,6 +187,11 @@ _FAMILIES: Final[tuple[tuple[str, _Kind, str], ...]] = (  # name, type, help
         "Core API calls answered for the integration.",
     ),
     ("spacedrive_integration_core_api_denied_total", "counter", "Core API calls refused for a permission."),
+    (
+        "spacedrive_integration_proxy_connections_total",
+        "counter",
+        "Connections through its sandbox's network proxy, by decision (allowed, or why denied).",
+    ),
 )
 _STATES: Final = ("stopped", "starting", "running", "backoff", "failed", "stopping")
 _QUANTILES: Final = (("0.5", "p50"), ("0.99", "p99"))
@@ -223,6 +244,8 @@ def _extra_labels(name: str) -> list[str]:
         return ["state"]
     if name.endswith("_latency_seconds"):
         return ["quantile"]
+    if name.endswith("_proxy_connections_total"):
+        return ["decision"]
     return []
 
 
@@ -236,6 +259,10 @@ def _samples(family: str, kind: str, row: Mapping[str, Any]) -> list[tuple[list[
         latency = row.get("latency_ms") or {}
         found = [(q, latency.get(key)) for q, key in _QUANTILES]
         return [([integration, q], value / 1000) for q, value in found if isinstance(value, int | float)]
+    if short == "proxy_connections_total":
+        proxy = (row.get("sandbox") or {}).get("proxy") or {}
+        decisions = {"allowed": proxy.get("allowed", 0), **(proxy.get("denied") or {})}
+        return [([integration, name], float(count)) for name, count in decisions.items()] if proxy else []
     value = _value(short, row)
     return [] if value is None else [([integration], float(value))]
 

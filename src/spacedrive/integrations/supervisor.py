@@ -51,7 +51,12 @@ STOPPING that some slot is in, else STOPPED; ``status()`` shows both)::
   finish (``stop_drain_timeout``), then launch's steps: ``shutdown``, ``exit``, grace period,
   SIGTERM to the group, SIGKILL.
 * **Process groups and parent death**: launch starts each process in its own session; the
-  supervisor adds ``PR_SET_PDEATHSIG`` = SIGKILL on Linux, so no integration outlives the core.
+  supervisor adds ``PR_SET_PDEATHSIG`` = SIGKILL on Linux, so no integration outlives the core
+  (a sandboxed process gets it from its launcher instead).
+* **Sandbox** (``sandbox=``, a factory from ``_sandboxing``): each process runs in its own;
+  its launcher's report confirms what is enforced before the process counts as running; each
+  request is bounded by the maximum execution time (past it the sandbox kills the
+  integration: a crash, with ``data.reason`` ``"execution_time"``).
 * **Logs**: stderr and stdout lines, ``$/log`` notifications (with their level) and the
   supervisor's own notes go to ``<log_dir>/<id>.log`` (rotating); ``logs(id, lines=N)`` reads
   the tail back.
@@ -100,6 +105,7 @@ from spacedrive.ipc._launch import (
 from ._logfile import LOG_TAIL_LINES, IntegrationLog, log_path, read_log_tail
 from ._metrics import RequestMetrics
 from ._proc import ProcessStats, describe_exit, kill_group, parent_death_signal, signal_name
+from ._sandboxing import ProcessSandbox, SandboxFactory
 
 __all__ = [
     "BACKOFF_FACTOR",
@@ -242,9 +248,10 @@ class _Ending:
 class _Run:
     """One process of the pool, from its handshake to its end."""
 
-    def __init__(self, peer: Peer) -> None:
+    def __init__(self, peer: Peer, box: ProcessSandbox | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.peer = peer
+        self.box = box
         self.pid = peer.pid
         self.started = loop.time()
         self.in_flight = 0
@@ -286,7 +293,9 @@ class Supervisor:
 
     ``log_dir`` defaults to ``default_log_dir()``; ``on_state`` is called on every change of
     the integration's state. ``options.on_log`` and ``options.on_output``, if given, still
-    receive what the supervisor also writes to the log file.
+    receive what the supervisor also writes to the log file. ``sandbox``, if given, confines
+    each process (see ``_sandboxing``): its launcher replaces the parent-death ``preexec_fn``,
+    each request is bounded by the maximum execution time, ``status()`` shows what is enforced.
     """
 
     def __init__(
@@ -297,6 +306,7 @@ class Supervisor:
         policy: Policy | None = None,
         log_dir: str | Path | None = None,
         on_state: StateHandler | None = None,
+        sandbox: SandboxFactory | None = None,
     ) -> None:
         if not argv:
             raise ValueError("argv is empty")
@@ -306,6 +316,7 @@ class Supervisor:
         self._argv = list(argv)
         self._options = options
         self._on_state = on_state
+        self._sandbox = sandbox
         self._name = f"integration {self.integration_id!r}"
         self._slots = [_Slot(index) for index in range(self.policy.pool_size)]
         self._log: IntegrationLog | None = None
@@ -327,7 +338,10 @@ class Supervisor:
         self._starts = 0
         self._restarts = 0
         self._metrics = RequestMetrics()
-        self._parent_death_signal = self.policy.die_with_parent and parent_death_signal() is not None
+        # The sandbox's launcher sets the parent-death signal itself (and checks the parent).
+        self._parent_death_signal = sandbox is not None or (
+            self.policy.die_with_parent and parent_death_signal() is not None
+        )
 
     # -- context ----------------------------------------------------------------------------
 
@@ -503,6 +517,7 @@ class Supervisor:
             "rss_bytes": _total(p["rss_bytes"] for p in running),
             "processes": processes,
             "parent_death_signal": self._parent_death_signal,
+            "sandbox": next((p["sandbox"] for p in running if p["sandbox"] is not None), None),
             "log_file": str(self.log_file),
             "transitions": [transition.to_json() for transition in self._transitions],
         }
@@ -555,12 +570,16 @@ class Supervisor:
 
         run.in_flight += 1
         try:
-            result = await run.peer.connection.request(
-                method, params, idle_timeout=idle_timeout, max_timeout=max_timeout, on_progress=progressed
-            )
+            async with run.box.execution_limit() if run.box is not None else contextlib.nullcontext():
+                result = await run.peer.connection.request(
+                    method, params, idle_timeout=idle_timeout, max_timeout=max_timeout, on_progress=progressed
+                )
         except ConnectionClosed as exc:  # ProtocolError too: the process is dying or being killed
             raise await self._closed_error(run, method, exc) from exc
         except RequestTimeout:
+            raise
+        except ProcessCrashed:  # the sandbox killed it (execution time): route nothing more to it
+            run.routable = False
             raise
         except IntegrationError:
             run.last_heard = loop.time()  # an error answer is an answer
@@ -577,7 +596,7 @@ class Supervisor:
                 ending = await asyncio.shield(run.ending)
         except TimeoutError:
             message = f"{self._name} (pid {run.pid}) closed the connection: {exc.message}"
-            ending = _Ending("crashed", message, self._ending_data(run.peer, "crashed"))
+            ending = _Ending("crashed", message, self._ending_data(run, "crashed"))
         if not ending.is_crash:
             return ConnectionClosed(f"{self._name} was stopped before answering {method!r}", data=ending.data)
         return ProcessCrashed(ending.message, data={**ending.data, "method": method})
@@ -654,8 +673,14 @@ class Supervisor:
         self._write(logging.INFO, f"starting: {' '.join(self._argv)}", slot)
         run: _Run | None = None
         try:
-            async with self._launch(slot) as peer:
-                run = slot.run = _Run(peer)
+            async with contextlib.AsyncExitStack() as stack:
+                box = (
+                    None
+                    if self._sandbox is None
+                    else await stack.enter_async_context(self._sandbox(self._argv))
+                )
+                peer = await self._start_process(stack, slot, box)
+                run = slot.run = _Run(peer, box)
                 slot.state = State.RUNNING
                 self._write(logging.INFO, f"started: pid {peer.pid}", slot)
                 self._update("running")
@@ -676,10 +701,27 @@ class Supervisor:
                 run.end(_Ending("stopped", f"{self._name} (pid {run.pid}) stopped: the supervisor closed"))
             slot.run = None
 
-    def _launch(self, slot: _Slot) -> contextlib.AbstractAsyncContextManager[Peer]:
+    async def _start_process(
+        self, stack: contextlib.AsyncExitStack, slot: _Slot, box: ProcessSandbox | None
+    ) -> Peer:
+        """Launch a process (in its sandbox, whose report then confirms what is enforced)."""
+        try:
+            peer = await stack.enter_async_context(self._launch(slot, box))
+        except ProcessCrashed as exc:
+            raise exc if box is None else await box.explain(exc) from None
+        if box is not None:
+            plan = await box.attach(peer.pid)
+            enforced = ", ".join(f"{name}: {how}" for name, how in plan.by_permission().items())
+            self._write(logging.INFO, f"sandbox: {enforced}", slot)
+        return peer
+
+    def _launch(
+        self, slot: _Slot, box: ProcessSandbox | None
+    ) -> contextlib.AbstractAsyncContextManager[Peer]:
         o = self._options
+        preexec_fn = parent_death_signal() if self.policy.die_with_parent else None
         return launch(
-            self._argv,
+            self._argv if box is None else box.command(self._argv),
             integration_id=o.integration_id,
             transport=o.transport,
             env=o.env,
@@ -696,7 +738,10 @@ class Supervisor:
             handshake_timeout=o.handshake_timeout,
             shutdown_timeout=o.shutdown_timeout,
             on_output=self._output_handler(slot),
-            preexec_fn=parent_death_signal() if self.policy.die_with_parent else None,
+            preexec_fn=preexec_fn if box is None else None,  # the launcher sets it, and more
+            pass_fds=() if box is None else box.pass_fds,
+            on_spawn=None if box is None else box.spawned,
+            spawner=o.spawner,
         )
 
     def _start_failed(self, exc: IntegrationError) -> _Ending:
@@ -814,8 +859,12 @@ class Supervisor:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(OUTPUT_DRAIN_TIMEOUT):
                 await peer.output_closed()  # its last stderr lines
-        message = _with_tail(self._crash_message(peer, kind, detail, lingered), peer.stderr_tail())
-        ending = _Ending(kind, message, self._ending_data(peer, kind), at=run.ended_at)
+        message = self._crash_message(peer, kind, detail, lingered)
+        if run.box is not None and run.box.killed_reason:
+            message = f"{message}; the sandbox killed it: {run.box.killed_reason}"
+        ending = _Ending(
+            kind, _with_tail(message, peer.stderr_tail()), self._ending_data(run, kind), at=run.ended_at
+        )
         run.end(ending)  # the requests in flight get it now
         return ending
 
@@ -829,7 +878,8 @@ class Supervisor:
             return f"{who} broke the protocol ({detail}): disconnected and killed"
         return f"{who} {status}"
 
-    def _ending_data(self, peer: Peer, kind: _Kind) -> dict[str, Any]:
+    def _ending_data(self, run: _Run, kind: _Kind) -> dict[str, Any]:
+        peer = run.peer
         returncode = peer.process.returncode
         return {
             "integration_id": self.integration_id,
@@ -838,6 +888,7 @@ class Supervisor:
             "returncode": returncode,
             "signal": signal_name(-returncode) if returncode is not None and returncode < 0 else None,
             "stderr": peer.stderr_tail(),
+            "sandbox_killed": None if run.box is None else run.box.killed_reason,
         }
 
     # -- crashes and state ------------------------------------------------------------------
@@ -959,6 +1010,7 @@ class Supervisor:
             "uptime_s": None if run is None else round(now - run.started, 3),
             "in_flight": 0 if run is None else run.in_flight,
             "retry_in_s": None if slot.retry_at is None else round(max(0.0, slot.retry_at - now), 3),
+            "sandbox": None if run is None or run.box is None else run.box.status(),
             **stats,
         }
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         PlatformSupport,
         plan_enforcement,
         probe_platform,
+        unenforced_plan,
     )
     from .errors import (
         CgroupError,
@@ -67,6 +68,7 @@ __all__ = [
     "plan_enforcement",
     "probe_platform",
     "remove_stale",
+    "unenforced_plan",
 ]
 
 _HOMES = {
@@ -78,6 +80,7 @@ _HOMES = {
         "PlatformSupport",
         "plan_enforcement",
         "probe_platform",
+        "unenforced_plan",
     ),
     "errors": (
         "CgroupError",

@@ -47,6 +47,7 @@ __all__ = [
     "PlatformSupport",
     "plan_enforcement",
     "probe_platform",
+    "unenforced_plan",
 ]
 
 ENFORCED: Final = "enforced"
@@ -220,16 +221,21 @@ class EnforcementPlan:
         return plan
 
 
+def unenforced_plan(integration_id: str, require: Sequence[str], reason: str) -> EnforcementPlan:
+    """Every protection ``not enforced`` for ``reason``; ``ProtectionUnavailable`` if one is required."""
+    nothing = {name: Enforcement("none", NOT_ENFORCED, reason) for name in PROTECTIONS}
+    plan = EnforcementPlan(integration_id, nothing, tuple(require))
+    _check_required(plan)
+    return plan
+
+
 def plan_enforcement(
     policy: SandboxPolicy, platform: PlatformSupport, argv: Sequence[str] = ()
 ) -> EnforcementPlan:
     """Decide the mechanism of each protection; raise ``ProtectionUnavailable`` for ``require``."""
     if platform.system != "linux":
         reason = f"no sandbox on {platform.system} yet: see docs/sandbox.md for the equivalents"
-        nothing = {name: Enforcement("none", NOT_ENFORCED, reason) for name in PROTECTIONS}
-        plan = EnforcementPlan(policy.integration_id, nothing, policy.require)
-        _check_required(plan)
-        return plan
+        return unenforced_plan(policy.integration_id, policy.require, reason)
     cgroup = platform.cgroup
     items: dict[str, Enforcement] = {}
     items.update(_plan_confinement(policy, platform))

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import urllib.error
 import urllib.request
 from typing import Any
@@ -39,10 +40,9 @@ def secret_of(credential: dict[str, Any]) -> str:
 
 
 def exposed(secret: str) -> dict[str, bool]:
-    with open("/proc/self/cmdline", "rb") as f:
-        argv = f.read()
+    argv = "\0".join(sys.orig_argv)  # the interpreter's own command line (no /proc in the sandbox)
     return {
-        "in_argv": secret.encode() in argv,
+        "in_argv": secret in argv,
         "in_environ": any(secret in value for value in os.environ.values()),
     }
 

@@ -14,11 +14,23 @@ under two manifests: one granting every core API, one granting none.
   a stream to ``core.files.write``; answers ``{"result": ...}``;
 * ``"events"``: ``options`` ``{"count", "timeout_s"}``: waits until that many ``core.event``
   notifications arrived (bounded) and answers them all;
+* ``"open"``: ``options`` ``{"path"}``: tries to read the file itself (no core API), answers
+  ``{"read": bytes read}`` or ``{"errno": "ENOENT"}``: what its sandbox lets it see;
+* ``"connect"``: ``options`` ``{"host", "port"}``: a TCP connection straight to it (no
+  proxy): ``{"connected": true}`` or ``{"errno": ...}``;
+* ``"fetch"``: ``options`` ``{"url"}``: an HTTP GET the way a client library does it (through
+  the proxy of ``HTTP_PROXY``, if set): ``{"status", "body"}`` or ``{"error"}``;
+* ``"sleep"``: ``options`` ``{"seconds"}``: answers ``{"slept": seconds}`` after them;
+* ``"environ"``: answers its environment;
 * anything else: ``InvalidParams``.
 """
 
 import asyncio
+import errno
 import os
+import socket
+import urllib.error
+import urllib.request
 from typing import Any
 
 from spacedrive.sdk import ContentProcessor, Context, Integration, InvalidParams, Session
@@ -26,7 +38,12 @@ from spacedrive.sdk import ContentProcessor, Context, Integration, InvalidParams
 app = Integration(
     os.environ.get("SPACEDRIVE_INTEGRATION_ID", "core-client"), name="Core client", version="1.0.0"
 )
-app.capability(ContentProcessor(input_types=["call", "read", "write", "events"], output_formats=["json"]))
+app.capability(
+    ContentProcessor(
+        input_types=["call", "read", "write", "events", "open", "connect", "fetch", "sleep", "environ"],
+        output_formats=["json"],
+    )
+)
 
 events: list[Any] = []
 arrived = asyncio.Event()
@@ -69,7 +86,43 @@ async def process(
                 arrived.clear()
                 await arrived.wait()
         return {"events": events}
+    if input_type in PROBES:
+        return await asyncio.to_thread(PROBES[input_type], options)
+    if input_type == "environ":
+        return dict(os.environ)
+    if input_type == "sleep":
+        await asyncio.sleep(float(options["seconds"]))
+        return {"slept": options["seconds"]}
     raise InvalidParams(f"unknown input_type {input_type!r}")
+
+
+def read_file(options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        with open(options["path"], "rb") as f:
+            return {"read": len(f.read())}
+    except OSError as exc:
+        return {"errno": errno.errorcode.get(exc.errno or 0, str(exc))}
+
+
+def connect(options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        with socket.create_connection((options["host"], int(options["port"])), timeout=5):
+            return {"connected": True}
+    except OSError as exc:
+        return {"errno": errno.errorcode.get(exc.errno or 0, str(exc))}
+
+
+def fetch(options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(options["url"], timeout=5) as response:
+            return {"status": response.status, "body": response.read().decode()}
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, "body": exc.read().decode("utf-8", "replace")}
+    except OSError as exc:
+        return {"error": str(exc)}
+
+
+PROBES = {"open": read_file, "connect": connect, "fetch": fetch}
 
 
 app.run()

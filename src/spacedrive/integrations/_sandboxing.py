@@ -1,0 +1,307 @@
+"""The sandbox wired into the manager and the supervisor (docs/sandbox.md §9).
+
+::
+
+    host = SandboxHost()                       # one per manager
+    await host.open()                          # probes the platform once, sweeps stale cgroups
+    factory = host.factory(integration)        # what the supervisor gets for this integration
+    async with factory(argv) as box:           # per process: temp folder, policy, plan, session
+        ...launch(box.command(argv), pass_fds=box.pass_fds, on_spawn=box.spawned)...
+        await box.attach(pid)                  # the launcher's report: the plan is confirmed
+        async with box.execution_limit():      # per request
+            ...
+
+Everything the sandbox raises is turned into the protocol's errors here, so that the
+supervisor only deals with those: a protection the manifest ``require``s and this machine
+cannot give, or a launcher that refused, is a ``ConfigurationError`` (retrying cannot help:
+the integration is marked failed at once, and ``status`` says why); a launcher that died
+before reporting is a ``ProcessCrashed`` (restarted with backoff); a request past its maximum
+execution time is a ``ProcessCrashed`` whose ``data.reason`` is ``"execution_time"``.
+
+**The library's files.** An integration with a ``FileTypeHandler`` or ``ContentProcessor``
+capability is called with paths of files in the library's locations, so it may read (never
+write) the roots of this device's locations, besides what its manifest declares; ``status``
+lists them (``library_read_paths``). The roots are read at each start: a location added while
+it runs is visible from its next start.
+
+**Its environment** is not the core's: only ``PASSED_ENVIRONMENT`` (the locale, the time
+zone, ``PATH``) goes through, so that secrets in the core's environment (cloud keys, tokens)
+never reach an integration; the launch variables of docs/protocol.md §1 and the launcher's
+(``TMPDIR``, the proxy) are added on top.
+
+**Switched off** only by the operator, for diagnosis: ``SPACEDRIVE_NO_SANDBOX=1`` (or
+``IntegrationManager(sandbox=False)``). Every protection then reads ``not enforced: the sandbox
+is switched off ...`` in ``integration status``, and an integration that ``require``s one is
+refused. Off Linux the same happens with the platform's reason (docs/sandbox.md §8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+from typing import Any, Final
+
+from spacedrive.core.node import Core
+from spacedrive.ipc._errors import ConfigurationError, ProcessCrashed
+from spacedrive.sandbox import (
+    CgroupError,
+    EnforcementPlan,
+    ExecutionTimeExceeded,
+    LaunchRefused,
+    PlatformSupport,
+    ProtectionUnavailable,
+    SandboxPolicy,
+    SandboxSession,
+    make_temp_dir,
+    plan_enforcement,
+    probe_platform,
+    remove_stale,
+    unenforced_plan,
+)
+
+from .registry import Integration
+
+__all__ = [
+    "NO_SANDBOX_ENV",
+    "ProcessSandbox",
+    "SandboxFactory",
+    "SandboxHost",
+    "location_roots",
+    "sandbox_disabled_by_env",
+    "sandbox_environment",
+]
+
+NO_SANDBOX_ENV: Final = "SPACEDRIVE_NO_SANDBOX"
+"""Set to ``1`` to run integrations unconfined (diagnosis only; ``status`` says so)."""
+FILE_CAPABILITIES: Final = frozenset({"FileTypeHandler", "ContentProcessor"})
+"""Capabilities called with paths of the library's files: they may read the locations' roots."""
+PASSED_ENVIRONMENT: Final = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "NO_COLOR")
+"""The variables of the core's environment a sandboxed integration gets (and every ``LC_*``)."""
+EXPLAIN_TIMEOUT: Final = 0.5
+"""Seconds to read the launcher's refusal when the process exited before its handshake."""
+logger = logging.getLogger(__name__)
+
+
+def sandbox_disabled_by_env() -> bool:
+    return os.environ.get(NO_SANDBOX_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+class ProcessSandbox:
+    """The sandbox of one integration process, as the supervisor sees it."""
+
+    def __init__(self, session: SandboxSession, library_read_paths: Sequence[str] = ()) -> None:
+        self.session = session
+        self.library_read_paths = list(library_read_paths)
+
+    @property
+    def pass_fds(self) -> tuple[int, ...]:
+        return self.session.pass_fds
+
+    @property
+    def killed_reason(self) -> str | None:
+        """Why the sandbox killed the process (execution time, memory watchdog), if it did."""
+        return self.session.killed_reason
+
+    def command(self, argv: Sequence[str]) -> list[str]:
+        return self.session.command(argv)
+
+    def spawned(self, pid: int) -> None:
+        self.session.spawned(pid)
+
+    async def attach(self, pid: int) -> EnforcementPlan:
+        """Confirm the plan from the launcher's report; the protocol's errors if it refused."""
+        try:
+            return await self.session.attach(pid)
+        except (ProtectionUnavailable, CgroupError) as exc:
+            raise _refused(self.session.policy.integration_id, exc) from None
+        except LaunchRefused as exc:
+            if exc.report is None:  # it died before reporting: maybe transient
+                raise ProcessCrashed(str(exc), data={"reason": "sandbox", "detail": exc.reason}) from None
+            raise _refused(self.session.policy.integration_id, exc) from None
+
+    async def explain(self, error: ProcessCrashed) -> ProcessCrashed | ConfigurationError:
+        """The launcher's refusal if that is why the process exited before its handshake."""
+        try:
+            async with asyncio.timeout(EXPLAIN_TIMEOUT):
+                await self.attach(self.session.pid or 0)
+        except ConfigurationError as refusal:
+            return refusal
+        except (ProcessCrashed, TimeoutError):
+            pass
+        return error
+
+    @contextlib.asynccontextmanager
+    async def execution_limit(self) -> AsyncIterator[None]:
+        """Bound one request by the policy's maximum execution time (the process is killed past it)."""
+        try:
+            async with self.session.execution_limit():
+                yield
+        except ExecutionTimeExceeded as exc:
+            raise ProcessCrashed(
+                str(exc),
+                data={
+                    "integration_id": exc.integration_id,
+                    "reason": "execution_time",
+                    "limit_s": exc.seconds,
+                },
+            ) from None
+
+    def status(self) -> dict[str, Any]:
+        return {**self.session.status(), "library_read_paths": self.library_read_paths}
+
+
+SandboxFactory = Callable[[Sequence[str]], AbstractAsyncContextManager[ProcessSandbox]]
+"""Given the integration's argv, the sandbox of one of its processes (an async context manager)."""
+
+
+class SandboxHost:
+    """The sandbox of a manager: the platform probed once, and one factory per integration.
+
+    ``enabled=None`` means on unless ``SPACEDRIVE_NO_SANDBOX`` says off; ``library_roots``
+    gives the roots of the library's locations on this device (read at each start).
+    """
+
+    def __init__(
+        self,
+        *,
+        enabled: bool | None = None,
+        temp_base: str | os.PathLike[str] | None = None,
+        library_roots: Callable[[], Sequence[str]] | None = None,
+    ) -> None:
+        self.enabled = not sandbox_disabled_by_env() if enabled is None else enabled
+        self.temp_base = temp_base
+        self.library_roots = library_roots
+        self.platform: PlatformSupport | None = None
+
+    async def open(self) -> None:
+        """Probe the platform (a throwaway launcher process) and remove a dead core's cgroups."""
+        if not self.enabled:
+            return
+        self.platform = await asyncio.to_thread(probe_platform)
+        if self.platform.cgroup is not None:
+            removed = await asyncio.to_thread(remove_stale, self.platform.cgroup)
+            if removed:
+                logger.info("removed the cgroups of a core that is gone: %s", ", ".join(removed))
+
+    @property
+    def off_reason(self) -> str | None:
+        """Why nothing is enforced (switched off), else ``None``."""
+        if not self.enabled:
+            return f"the sandbox is switched off ({NO_SANDBOX_ENV}=1 or sandbox=False)"
+        return None
+
+    def library_read_paths(self, integration: Integration) -> list[str]:
+        """The locations' roots ``integration`` may read for its capabilities (see the module docstring)."""
+        if self.library_roots is None or not FILE_CAPABILITIES & set(integration.manifest.capability_types):
+            return []
+        return list(self.library_roots())
+
+    def policy(self, integration: Integration, temp_dir: str | os.PathLike[str]) -> SandboxPolicy:
+        """The manifest's permissions, plus the library's roots for its capabilities."""
+        try:
+            policy = SandboxPolicy.from_permissions(
+                integration.manifest.permissions,
+                integration_id=integration.id,
+                integration_dir=integration.root,
+                temp_dir=temp_dir,
+            )
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"integration {integration.id!r}: its permissions cannot be enforced: {exc}",
+                data={"integration_id": integration.id, "reason": "sandbox"},
+            ) from None
+        extra = [p for p in self.library_read_paths(integration) if p not in policy.read_paths]
+        return dataclasses.replace(policy, read_paths=(*policy.read_paths, *extra))
+
+    def plan(
+        self, integration: Integration, policy: SandboxPolicy | None = None, argv: Sequence[str] = ()
+    ) -> EnforcementPlan:
+        """The planned enforcement (``ConfigurationError`` when a required protection is missing)."""
+        try:
+            if self.off_reason is not None:
+                return unenforced_plan(
+                    integration.id, integration.manifest.permissions.require, self.off_reason
+                )
+            platform = self.platform or probe_platform()
+            if policy is None:
+                policy = self.policy(integration, tempfile.gettempdir())
+            return plan_enforcement(policy, platform, argv)
+        except ProtectionUnavailable as exc:
+            raise _refused(integration.id, exc) from None
+
+    def factory(self, integration: Integration) -> SandboxFactory | None:
+        """The sandbox factory for the supervisor of ``integration``; ``None`` when switched off.
+
+        Switched off, an integration that ``require``s a protection is refused here.
+        """
+        if self.off_reason is not None:
+            self.plan(integration)  # refuses an integration that requires a protection
+            return None
+
+        @contextlib.asynccontextmanager
+        async def sandboxed(argv: Sequence[str]) -> AsyncIterator[ProcessSandbox]:
+            temp = make_temp_dir(integration.id, self.temp_base)
+            try:
+                policy = self.policy(integration, temp)
+                _make_write_paths(policy)
+                plan = self.plan(integration, policy, argv)
+                try:
+                    async with SandboxSession(policy, plan) as session:
+                        yield ProcessSandbox(session, self.library_read_paths(integration))
+                except CgroupError as exc:
+                    raise ProcessCrashed(
+                        f"integration {integration.id!r}: {exc}", data={"reason": "sandbox"}
+                    ) from None
+            finally:
+                await asyncio.to_thread(shutil.rmtree, temp, True)
+
+        return sandboxed
+
+    def describe(self, integration: Integration) -> dict[str, Any]:
+        """The planned enforcement of an integration that does not run (``integration status``)."""
+        try:
+            plan = self.plan(integration)
+        except ConfigurationError as exc:
+            return {"mode": "refused", "reason": exc.message, "permissions": {}}
+        mode = "off" if self.off_reason is not None else "planned"
+        return {
+            "mode": mode,
+            "enforcement": plan.to_json(),
+            "permissions": plan.by_permission(),
+            "library_read_paths": self.library_read_paths(integration),
+        }
+
+
+def sandbox_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``environ`` a sandboxed integration gets (see the module docstring)."""
+    return {
+        name: value for name, value in environ.items() if name in PASSED_ENVIRONMENT or name.startswith("LC_")
+    }
+
+
+def location_roots(core: Core) -> list[str]:
+    """The roots of the library's locations on this device (file handlers may read them)."""
+    device = core.device_id
+    return [location.path for location in core.locations.list() if location.device_id == device]
+
+
+def _make_write_paths(policy: SandboxPolicy) -> None:
+    """Create the declared write folders that do not exist yet (the launcher leaves missing paths out)."""
+    for path in policy.write_paths:
+        with contextlib.suppress(OSError):  # unwritable for us: the launcher reports it missing
+            Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def _refused(integration_id: str, exc: Exception) -> ConfigurationError:
+    return ConfigurationError(
+        f"{exc}; integration {integration_id!r} was not started",
+        data={"integration_id": integration_id, "reason": "sandbox", "detail": str(exc)},
+    )
