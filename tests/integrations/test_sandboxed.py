@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,10 @@ from tests.sandbox.conftest import requires_sandbox
 pytestmark = [pytest.mark.e2e, requires_sandbox]
 
 PROBER = "prober"
+
+
+def existing(*paths: Path) -> list[Path]:
+    return [path for path in paths if path.exists()]
 
 
 def probe(m: IntegrationManager, input_type: str, **options: Any) -> Any:
@@ -191,3 +196,20 @@ async def test_a_required_protection_that_cannot_be_given_refuses_the_start(
     assert details["reason"] == "sandbox" and row["pid"] is None
     assert row["sandbox"]["mode"] == "refused" and expected in row["sandbox"]["reason"]
     assert json.dumps(row)  # the row stays JSON-ready
+
+
+async def test_temp_folders_of_a_core_that_is_gone_are_removed_at_start(
+    core: Core, prober: Path, data_dir: Path
+) -> None:
+    base = data_dir / "tmp"
+    base.mkdir()
+    gone = base / "prober-999999999-abc"  # no such pid
+    mine = base / f"prober-{os.getpid()}-def"  # a live core's
+    for folder in (gone, mine):
+        folder.mkdir()
+        (folder / "scratch").write_text("x")
+    async with asyncio.timeout(WAIT), manager(core) as m:
+        environ = data(await probe(m, "environ"))
+        running_temp = Path(environ["TMPDIR"])
+        assert running_temp.parent == base and running_temp.name.startswith(f"{PROBER}-{os.getpid()}-")
+    assert existing(gone, mine, running_temp) == [mine]  # the running one: removed with its process

@@ -49,6 +49,8 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final
 
+import psutil
+
 from spacedrive.core.node import Core
 from spacedrive.ipc._errors import ConfigurationError, ProcessCrashed
 from spacedrive.sandbox import (
@@ -60,7 +62,6 @@ from spacedrive.sandbox import (
     ProtectionUnavailable,
     SandboxPolicy,
     SandboxSession,
-    make_temp_dir,
     plan_enforcement,
     probe_platform,
     remove_stale,
@@ -182,14 +183,34 @@ class SandboxHost:
         self.platform: PlatformSupport | None = None
 
     async def open(self) -> None:
-        """Probe the platform (a throwaway launcher process) and remove a dead core's cgroups."""
+        """Probe the platform (a launcher process); remove what a dead core left (cgroups, temp folders)."""
         if not self.enabled:
             return
         self.platform = await asyncio.to_thread(probe_platform)
+        removed = await asyncio.to_thread(self._remove_stale_temp)
         if self.platform.cgroup is not None:
-            removed = await asyncio.to_thread(remove_stale, self.platform.cgroup)
-            if removed:
-                logger.info("removed the cgroups of a core that is gone: %s", ", ".join(removed))
+            removed += await asyncio.to_thread(remove_stale, self.platform.cgroup)
+        if removed:
+            logger.info("removed what a core that is gone left behind: %s", ", ".join(removed))
+
+    def make_temp_dir(self, integration_id: str) -> Path:
+        """A private (0700) temp folder for one process, named ``<id>-<core pid>-<random>``."""
+        base = Path(self.temp_base) if self.temp_base is not None else Path(tempfile.gettempdir())
+        base.mkdir(mode=0o700, parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{integration_id}-{os.getpid()}-", dir=base))
+
+    def _remove_stale_temp(self) -> list[str]:
+        """The temp folders whose core is gone (it was killed: nobody removed them)."""
+        if self.temp_base is None:
+            return []  # the system's temp dir is shared: not ours to sweep
+        removed = []
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.temp_base):
+                parts = entry.name.rsplit("-", 2)
+                if len(parts) == 3 and parts[1].isdigit() and not psutil.pid_exists(int(parts[1])):
+                    shutil.rmtree(entry.path, ignore_errors=True)
+                    removed.append(entry.name)
+        return removed
 
     @property
     def off_reason(self) -> str | None:
@@ -248,7 +269,7 @@ class SandboxHost:
 
         @contextlib.asynccontextmanager
         async def sandboxed(argv: Sequence[str]) -> AsyncIterator[ProcessSandbox]:
-            temp = make_temp_dir(integration.id, self.temp_base)
+            temp = self.make_temp_dir(integration.id)
             try:
                 policy = self.policy(integration, temp)
                 _make_write_paths(policy)

@@ -111,7 +111,7 @@ from spacedrive.ipc._handshake import (
     Permissions,
 )
 from spacedrive.ipc._jsonrpc import ErrorObject
-from spacedrive.ipc._launch import LaunchOptions
+from spacedrive.ipc._launch import LaunchOptions, remove_stale_rendezvous
 from spacedrive.ipc._methods import RESERVED_METHODS
 from spacedrive.ipc._zygote import Zygote
 
@@ -252,7 +252,11 @@ class IntegrationManager:
         zygote: bool | None = None,
     ) -> None:
         self.core = core
-        self.sandbox = SandboxHost(enabled=sandbox, library_roots=functools.partial(location_roots, core))
+        self.sandbox = SandboxHost(
+            enabled=sandbox,
+            temp_base=core.data_dir / "tmp",
+            library_roots=functools.partial(location_roots, core),
+        )
         self.credentials = credentials or CredentialManager.for_core(core)
         self.log_dir = Path(log_dir) if log_dir is not None else core.data_dir / "logs"
         self.policy = policy or Policy()
@@ -275,6 +279,9 @@ class IntegrationManager:
         if self._registry is None:
             self._registry = Registry.discover(self.core.data_dir)
         await self.sandbox.open()
+        stale = await asyncio.to_thread(remove_stale_rendezvous, runtime_dir(self.core.data_dir))
+        if stale:
+            logger.info("removed %d socket folders of integrations a killed core started", len(stale))
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
         try:

@@ -35,7 +35,9 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -82,6 +84,7 @@ __all__ = [
     "Peer",
     "ProcessExitedEarly",
     "launch",
+    "remove_stale_rendezvous",
 ]
 
 HANDSHAKE_TIMEOUT: Final = 10.0
@@ -315,6 +318,46 @@ async def launch(
         yield await session.start()
 
 
+RENDEZVOUS_PREFIX: Final = "i-"
+"""The private folder of one launch's Unix socket (``<runtime dir>/i-XXXX/s``)."""
+STALE_AFTER: Final = 60.0
+"""Seconds a socket folder must be old before it may be found stale (a launch binds at once)."""
+
+
+def remove_stale_rendezvous(runtime_dir: str | os.PathLike[str]) -> list[str]:
+    """Remove the socket folders of launches that ended without cleaning up (the core was killed).
+
+    A folder is stale when it is older than ``STALE_AFTER`` (another core's launch may be
+    between making it and binding its socket) and nothing listens on its socket any more (a
+    live launch's listener takes the connection attempt and refuses it, not being its child).
+    Returns the names removed.
+    """
+    removed = []
+    old = time.time() - STALE_AFTER
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(runtime_dir):
+            if not entry.name.startswith(RENDEZVOUS_PREFIX) or not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_mtime < old and not _listening(
+                os.path.join(entry.path, "s")
+            ):
+                shutil.rmtree(entry.path, ignore_errors=True)
+                removed.append(entry.name)
+    return removed
+
+
+def _listening(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.setblocking(False)
+        try:
+            probe.connect(path)
+        except BlockingIOError:  # the backlog is full: someone listens
+            return True
+        except OSError:  # ENOENT, ECONNREFUSED: nobody
+            return False
+        return True
+
+
 class _Session:
     """The state of one launch, from the rendezvous to the reaped process."""
 
@@ -384,7 +427,7 @@ class _Session:
             self.pipes = ChildPipes.open()
             return IpcAddress("stdio")
         if kind == "unix":
-            folder = tempfile.mkdtemp(prefix="i-", dir=self._runtime_dir())
+            folder = tempfile.mkdtemp(prefix=RENDEZVOUS_PREFIX, dir=self._runtime_dir())
             self.stack.callback(shutil.rmtree, folder, ignore_errors=True)
             listener = Listener.unix(os.path.join(folder, "s"), self.connection, secret=self.secret)
         elif kind == "tcp":
