@@ -14,7 +14,9 @@ same machine load):
   report received and the plan confirmed before the clock stops). What a user waits for.
   Both again through a **zygote** (``spacedrive.ipc._zygote``, started once, not timed):
   ``launch(..., spawner=zygote.create_subprocess_exec)``; the launcher then runs in the
-  zygote's forked child instead of a new interpreter.
+  zygote's forked child instead of a new interpreter. The sandboxed one also without its cgroup
+  (the platform told there is none: the cgroup's share of the cost), and with the launcher's
+  step timings (printed as a second breakdown).
 
 The sandbox is the full one this machine allows: user or root namespaces, the filesystem
 view, Landlock, seccomp, a proxy listener (the policy allows one host) and the cgroup (memory,
@@ -42,6 +44,7 @@ from spacedrive.ipc._launch import Spawner, launch  # noqa: E402
 from spacedrive.ipc._zygote import Zygote  # noqa: E402
 from spacedrive.sandbox import (  # noqa: E402
     NetworkRule,
+    PlatformSupport,
     ResourceLimits,
     SandboxPolicy,
     SandboxSession,
@@ -59,6 +62,7 @@ SERIES = (
     "sandboxed_sdk_cpu25",
     "zygote_sdk",
     "zygote_sandboxed_sdk",
+    "zygote_sandboxed_sdk_nocgroup",
 )
 
 
@@ -153,11 +157,17 @@ async def plain_integration(runtime: Path, spawner: Spawner | None = None) -> fl
 
 
 async def sandboxed_integration(
-    runtime: Path, policy: SandboxPolicy, spawner: Spawner | None = None
+    runtime: Path,
+    policy: SandboxPolicy,
+    spawner: Spawner | None = None,
+    *,
+    platform: PlatformSupport | None = None,
+    phases: dict[str, list[float]] | None = None,
 ) -> float:
     argv = [sys.executable, str(EXAMPLE / "main.py")]
-    plan = plan_enforcement(policy, probe_platform(), argv)
+    plan = plan_enforcement(policy, platform or probe_platform(), argv)
     start = time.perf_counter()
+    start_at = time.monotonic()
     async with (
         SandboxSession(policy, plan) as session,
         launch(
@@ -169,8 +179,21 @@ async def sandboxed_integration(
             spawner=spawner,
         ) as peer,
     ):
+        handshake_at = time.monotonic()
         await session.attach(peer.pid)
         elapsed = time.perf_counter() - start
+    if phases is not None and session.report is not None and session.report.timings:
+        timings = dict(session.report.timings)
+        entered = timings.pop("monotonic_entered_ms") - start_at * 1000
+        reported = timings.pop("monotonic_reported_ms") - start_at * 1000
+        rows = {
+            "start to launcher entry (session, launch, fork)": entered,
+            "launcher (all steps)": reported - entered,
+            "report to handshake done": (handshake_at - start_at) * 1000 - reported,
+            **{f"  step {name}": value for name, value in timings.items()},
+        }
+        for name, value in rows.items():
+            phases.setdefault(name, []).append(value)
     return elapsed
 
 
@@ -195,9 +218,12 @@ async def main() -> None:
         runtime.mkdir(mode=0o700)
         program_policy = replace(_policy(folder, program.parent), timings=True)
         hello_policy = _policy(folder, EXAMPLE)
+        timed_hello = replace(hello_policy, timings=True)
+        no_cgroup = replace(platform, cgroup=None)
         capped_policy = replace(hello_policy, limits=replace(hello_policy.limits, cpu_percent=25))
         results: dict[str, list[float]] = {k: [] for k in SERIES}
         phases: dict[str, list[float]] = {}
+        zygote_phases: dict[str, list[float]] = {}
         async with asyncio.timeout(WAIT * rounds), Zygote() as zygote:
             fork = zygote.create_subprocess_exec
             await plain_program(program)  # warm-up: page cache, pyc files
@@ -212,19 +238,30 @@ async def main() -> None:
                 results["sandboxed_sdk_cpu25"].append(await sandboxed_integration(runtime, capped_policy))
                 results["zygote_sdk"].append(await plain_integration(runtime, fork))
                 results["zygote_sandboxed_sdk"].append(
-                    await sandboxed_integration(runtime, hello_policy, fork)
+                    await sandboxed_integration(runtime, timed_hello, fork, phases=zygote_phases)
                 )
-    _print(results, phases, rounds, platform.to_json())
+                results["zygote_sandboxed_sdk_nocgroup"].append(
+                    await sandboxed_integration(runtime, hello_policy, fork, platform=no_cgroup)
+                )
+    _print(results, phases, zygote_phases, rounds, platform.to_json())
 
 
 def _print(
-    results: dict[str, list[float]], phases: dict[str, list[float]], rounds: int, platform: dict[str, Any]
+    results: dict[str, list[float]],
+    phases: dict[str, list[float]],
+    zygote_phases: dict[str, list[float]],
+    rounds: int,
+    platform: dict[str, Any],
 ) -> None:
     out: dict[str, Any] = {"rounds": rounds, "platform": platform, "load_average": os.getloadavg()[0]}
-    print("minimal program, sandboxed: where the time goes (p50, ms)")
-    for name, values in phases.items():
-        print(f"  {name:55s} {statistics.median(values):7.2f}")
-    out["phases_p50_ms"] = {name: round(statistics.median(values), 3) for name, values in phases.items()}
+    for title, key, table in (
+        ("minimal program, sandboxed", "phases_p50_ms", phases),
+        ("SDK integration, sandboxed, through the zygote", "zygote_phases_p50_ms", zygote_phases),
+    ):
+        print(f"{title}: where the time goes (p50, ms)")
+        for name, values in table.items():
+            print(f"  {name:55s} {statistics.median(values):7.2f}")
+        out[key] = {name: round(statistics.median(values), 3) for name, values in table.items()}
     for name, values in results.items():
         out[f"{name}_p50_ms"] = round(statistics.median(values) * 1000, 2)
         out[f"{name}_p90_ms"] = round(_p(values, 0.9), 2)
@@ -235,6 +272,9 @@ def _print(
     out["overhead_sdk_ms"] = round(out["sandboxed_sdk_p50_ms"] - out["plain_sdk_p50_ms"], 2)
     out["ratio_zygote_sdk_p50"] = round(out["zygote_sandboxed_sdk_p50_ms"] / out["zygote_sdk_p50_ms"], 3)
     out["overhead_zygote_sdk_ms"] = round(out["zygote_sandboxed_sdk_p50_ms"] - out["zygote_sdk_p50_ms"], 2)
+    out["ratio_zygote_sdk_nocgroup_p50"] = round(
+        out["zygote_sandboxed_sdk_nocgroup_p50_ms"] / out["zygote_sdk_p50_ms"], 3
+    )
     for label, key in (("minimal program", ""), ("SDK integration", "_sdk"), ("SDK, 25 % CPU", "_sdk_cpu25")):
         plain, boxed, ratio = (
             out[f"plain{key.removesuffix('_cpu25')}_p50_ms"],
@@ -244,7 +284,9 @@ def _print(
         print(f"{label}: plain {plain} ms, sandboxed {boxed} ms (p50), ratio {ratio}")
     print(
         f"SDK integration through the zygote: plain {out['zygote_sdk_p50_ms']} ms, sandboxed"
-        f" {out['zygote_sandboxed_sdk_p50_ms']} ms (p50), ratio {out['ratio_zygote_sdk_p50']}"
+        f" {out['zygote_sandboxed_sdk_p50_ms']} ms (p50), ratio {out['ratio_zygote_sdk_p50']}; sandboxed"
+        f" without the cgroup {out['zygote_sandboxed_sdk_nocgroup_p50_ms']} ms,"
+        f" ratio {out['ratio_zygote_sdk_nocgroup_p50']}"
     )
     print(json.dumps(out))
 

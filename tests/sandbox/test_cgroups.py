@@ -265,3 +265,22 @@ async def test_the_core_can_move_the_process_while_its_interpreter_starts(world:
         await session.attach(process.pid)
         assert session.cgroup is not None and session.cgroup.pids() == [process.pid]
     await process.wait()
+
+
+@requires_v1
+def test_priming_a_migration_leaves_the_thread_where_it_was() -> None:
+    support = detect(prefer="v1")
+    assert support is not None
+    before = Path("/proc/thread-self/cgroup").read_text()
+    assert cgroups_module.prime_migrations(support)
+    assert Path("/proc/thread-self/cgroup").read_text() == before
+
+
+def test_priming_never_writes_into_a_folder_that_is_not_the_threads_own(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "cpu" / "someone-else"
+    elsewhere.mkdir(parents=True)
+    support = CgroupSupport("v1", {"cpu": elsewhere, "pids": elsewhere}, frozenset({"cpu", "pids"}))
+    assert not cgroups_module.prime_migrations(support)
+    assert not (elsewhere / "tasks").exists()
+    v2 = CgroupSupport("v2", {"unified": tmp_path}, frozenset({"memory", "cpu", "pids"}))
+    assert not cgroups_module.prime_migrations(v2)

@@ -41,6 +41,7 @@ import logging
 import os
 import secrets
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ __all__ = [
     "CgroupSupport",
     "ResourceWatchdog",
     "detect",
+    "prime_migrations",
     "remove_stale",
 ]
 
@@ -203,6 +205,46 @@ def remove_stale(support: CgroupSupport) -> list[str]:
         Cgroup(name, support.version, paths, ResourceLimits()).remove()
         removed.append(name)
     return removed
+
+
+def prime_migrations(support: CgroupSupport) -> bool:
+    """Start the wait of the next cgroup migration now, so that it ends sooner (cgroup v1).
+
+    Moving a process between cgroups takes the kernel's ``cgroup_threadgroup_rwsem`` for
+    writing, which waits for an RCU grace period (10 to 17 ms on this machine) unless a
+    migration ran within about one grace period before. This moves the calling thread into the
+    cgroup it is in (its own ``tasks`` file, in one v1 hierarchy: the lock is global): a
+    migration that moves nothing, blocks this thread for the grace period, and lets the
+    migrations that come during it or shortly after it (the new process's) share it instead of
+    waiting for their own. Call it in a thread, as early as possible before the process exists.
+
+    Does nothing (``False``) on v2 (see docs/sandbox.md §11) or when the thread's own cgroup
+    folder is not the one :func:`detect` found (it must never move the thread anywhere else).
+    """
+    if support.version != "v1":
+        return False
+    try:
+        text = Path("/proc/thread-self/cgroup").read_text()
+    except OSError:
+        return False
+    own: dict[str, str] = {}
+    for line in text.splitlines():
+        _, controllers, folder = line.split(":", 2)
+        for name in controllers.split(","):
+            own[name] = folder.strip("/")
+    mounts = _cgroup_mounts(Path("/"))
+    for controller, base in sorted(support.bases.items()):
+        point = next((m for m, kind, opts in mounts if kind == "cgroup" and controller in opts), None)
+        mine = own.get(controller)
+        if point is None or mine is None or Path(point) / mine != base:
+            continue  # detect() fell back to the mount's root: not this thread's folder
+        try:
+            _write(base / "tasks", threading.get_native_id())
+        except OSError as exc:
+            logger.debug("cgroup migration not primed: %s", exc)
+            return False
+        return True
+    return False
 
 
 # --- one cgroup ----------------------------------------------------------------------------

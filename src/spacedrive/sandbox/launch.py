@@ -158,7 +158,7 @@ class Launcher:
         if self.policy.get("landlock_abi_max"):  # behave as on an older kernel (tests, diagnosis)
             self.landlock_abi = min(self.landlock_abi, int(self.policy["landlock_abi_max"]))
         self.step(self.open_grants)  # resolved once, in the host's view, before any namespace
-        self.own_cgroups = _open_own_cgroups(self.policy)
+        self.step(self.open_own_cgroups)
         try:
             for step in (self.rlimits, self.parent_death, self.no_new_privs, self.namespaces):
                 self.step(step)
@@ -178,6 +178,9 @@ class Launcher:
         import resource  # noqa: F401
 
         from . import _landlock, _seccomp, _sys, _view  # noqa: F401
+
+    def open_own_cgroups(self) -> None:
+        self.own_cgroups = _open_own_cgroups(self.policy)
 
     def step(self, action: Callable[[], None]) -> None:
         """Run one step; with ``timings`` in the policy, record how long it took (ms)."""
@@ -680,6 +683,7 @@ def main(args: list[str] | None = None, *, parent_pid: int | None = None) -> Non
     launcher = Launcher(_wire.read_policy(fd), command, parent_pid)
     if launcher.timings is not None:  # CLOCK_MONOTONIC is system-wide: the core can subtract
         launcher.timings["monotonic_entered_ms"] = round(entered * 1000, 3)
+        launcher.timings["policy"] = round((time.monotonic() - entered) * 1000, 3)
     try:
         launcher.apply()
     except Refused as exc:

@@ -41,7 +41,7 @@ from typing import Any, Final, Self
 import psutil
 
 from . import _wire
-from .cgroups import Cgroup, ResourceWatchdog
+from .cgroups import Cgroup, ResourceWatchdog, prime_migrations
 from .enforcement import EnforcementPlan, LaunchReport
 from .errors import CgroupError, ExecutionTimeExceeded, LaunchRefused
 from .launch import LAUNCH_CODE
@@ -101,6 +101,7 @@ class SandboxSession:
         self._tasks: list[asyncio.Task[None]] = []
         self._cgroup_fds: tuple[int, ...] = ()
         self._moving: asyncio.Task[None] | None = None
+        self._process: psutil.Process | None = None
 
     @property
     def pass_fds(self) -> tuple[int, ...]:
@@ -125,6 +126,9 @@ class SandboxSession:
                     Cgroup.create, self.policy.integration_id, self.policy.limits, self.plan.cgroup
                 )
                 self._cgroup_fds = self.cgroup.procs_fds()
+                # The next migration's grace period starts now, during the spawn (see spawned);
+                # after the cgroup is made: it holds the kernel's cgroup_mutex while it waits.
+                self._tg.create_task(asyncio.to_thread(prime_migrations, self.plan.cgroup))
             wire = self.policy.to_wire(self.plan)
             wire["cgroup_fds"] = list(self._cgroup_fds)
             wire["cgroup_leaf"] = self.cgroup.name if self.cgroup is not None else None
@@ -151,12 +155,22 @@ class SandboxSession:
 
     def spawned(self, pid: int) -> None:
         """Tell the session the process exists, as early as possible: it moves it into the cgroup
-        now, in a thread, so that the migration's wait (an RCU grace period, ~10 ms) overlaps
-        the interpreter's start instead of delaying the launcher (which then finds itself
-        there). Optional: without it the launcher joins by itself; ``attach`` calls it."""
+        now, in a thread, so that the migration overlaps the interpreter's start instead of
+        delaying the launcher (which then finds itself there). Optional: without it the
+        launcher joins by itself; ``attach`` calls it.
+
+        The migration's wait (an RCU grace period, 10 to 17 ms here) started earlier still:
+        entering the session primed it (:func:`~.cgroups.prime_migrations`), so this move, or
+        the launcher's own join, shares that grace period instead of waiting for a new one
+        (what matters through a zygote, where no interpreter start is left to hide it).
+
+        It also remembers the process (``psutil.Process``: its start time) for :meth:`kill`.
+        """
         if self.pid is not None:
             return
         self.pid = pid
+        with contextlib.suppress(psutil.Error):
+            self._process = psutil.Process(pid)
         if self.cgroup is not None:
             self._moving = self._tg.create_task(asyncio.to_thread(self._move, pid))
 
@@ -211,16 +225,23 @@ class SandboxSession:
             self.cgroup.kill()
         if self.pid is None:
             return
+        # psutil compares the start time it noted in spawned(): a reused pid is not this
+        # process (whoever's child it is: the core's, or a zygote's), and is left alone. Its
+        # descendants are listed first: once it is dead they are no longer its children.
+        process = self._process
+        descendants: list[psutil.Process] = []
+        if process is not None:
+            with contextlib.suppress(psutil.Error):
+                descendants = process.children(recursive=True)  # those that left the group too
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signal.SIGKILL)  # a group id is not reused while a member lives
-        if not _unreaped_child(self.pid):
-            return  # reaped: its pid may be someone else's now
-        with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(self.pid).children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    child.kill()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(self.pid, signal.SIGKILL)
+        for descendant in descendants:
+            with contextlib.suppress(psutil.Error):
+                descendant.kill()
+        if process is not None:
+            with contextlib.suppress(psutil.Error):
+                if process.is_running():
+                    process.kill()
 
     @contextlib.asynccontextmanager
     async def execution_limit(self, seconds: float | None = None) -> AsyncIterator[None]:
@@ -299,15 +320,6 @@ class SandboxSession:
         for fd in self._cgroup_fds:
             os.close(fd)
         self._cgroup_fds = ()
-
-
-def _unreaped_child(pid: int) -> bool:
-    """Whether ``pid`` is our child and not reaped yet (so the pid is still its own)."""
-    try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return True
 
 
 async def _receive_frame(sock: socket.socket) -> tuple[bytes, list[int]]:
