@@ -134,6 +134,20 @@ async def test_an_api_key_is_handed_over_with_each_request_and_leaks_nowhere(
     assert files_holding(data_dir, key) == []
 
 
+async def test_a_handler_whose_method_has_no_credential_param_reads_ctx_credential(
+    manager: IntegrationManager, clouds: None
+) -> None:
+    credential_id = await store_api_key(manager.credentials, "cloud", a_secret("key"))
+    async with manager as m:
+        response = await m.handle_request(IntegrationRequest("1", "cloud", "storage.list", {"path": "/"}))
+    assert response.success, response.error
+    assert response.data == {
+        "entries": [],
+        "cursor": None,
+        "credential": {"type": "ApiKey", "id": credential_id},
+    }
+
+
 async def test_an_integration_without_a_credential_is_told_how_to_get_one(
     manager: IntegrationManager, clouds: None
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 from collections.abc import Iterator
@@ -59,6 +60,33 @@ async def test_the_control_methods_answer_on_the_integration_protocol(
         reloaded = await daemon.reload(hello)
         assert reloaded == {"id": hello, "action": "stopped", "state": "stopped"}
         assert (await daemon.call(request(hello, "filetype.validate", path))).success
+
+
+def size_of(path: Path) -> int:
+    return path.stat().st_size
+
+
+async def test_an_integrations_progress_reaches_the_caller_through_the_daemon(
+    data_dir: Path, start_daemon: StartDaemon, hello: str, notes: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"chunk_size": 4}))
+    sd(data_dir, "integration", "enable", hello, "--config", str(config))
+    start_daemon()
+    reports: list[dict[str, Any]] = []
+    async with DaemonClient(data_dir) as daemon:
+        response = await daemon.call(
+            request(hello, "filetype.validate", {"path": str(notes)}), on_progress=reports.append
+        )
+    size = size_of(notes)
+    assert response.success and response.data == {"valid": True, "errors": []}
+    assert [report["progress"] for report in reports] == [min(size, step) for step in range(4, size + 4, 4)]
+    assert reports[-1] == {
+        "token": reports[-1]["token"],
+        "progress": size,
+        "total": size,
+        "message": f"checked {size} of {size} bytes",
+    }
 
 
 async def test_invalid_control_requests_get_the_protocols_errors(

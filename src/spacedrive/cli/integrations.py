@@ -28,6 +28,7 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from spacedrive.cli._context import (
@@ -73,7 +74,7 @@ from spacedrive.integrations.packages import (
 )
 from spacedrive.integrations.registry import Integration, Registry
 from spacedrive.integrations.supervisor import logs
-from spacedrive.ipc import ErrorCode, IntegrationError
+from spacedrive.ipc import ErrorCode, IntegrationError, ProgressHandler
 
 __all__ = ["app"]
 
@@ -582,19 +583,20 @@ def call_command(
         fail(f"--params must be a JSON object, not {type(decoded).__name__}", EXIT_USAGE)
     timeout_ms = None if timeout is None else max(1, round(timeout * 1000))
     request = IntegrationRequest("1", integration_id, method, decoded, timeout_ms)
-    with _reported(), _daemon_errors():
+    with _reported(), _daemon_errors(), _progress_bar(method) as on_progress:
         registry = Registry.discover(data_dir_of(ctx))
         registry.get(integration_id)  # IntegrationNotFound: exit 3
 
         async def through(daemon: DaemonClient) -> IntegrationResponse:
-            return await daemon.call(request)
+            return await daemon.call(request, on_progress=on_progress)
 
         running, answer = _with_daemon(ctx, through)
         if running and answer is not None:
             response = answer
         else:
             with open_core(ctx) as core:
-                response = asyncio.run(_call(IntegrationManager(core, registry=registry), request))
+                manager = IntegrationManager(core, registry=registry)
+                response = asyncio.run(_call(manager, request, on_progress))
     if json:
         print_json(response.to_json())
     elif response.success:
@@ -606,6 +608,29 @@ def call_command(
         fail(f"{error.message} (code {error.code}){detail}", EXIT_ERROR)
 
 
-async def _call(manager: IntegrationManager, request: IntegrationRequest) -> IntegrationResponse:
+async def _call(
+    manager: IntegrationManager, request: IntegrationRequest, on_progress: ProgressHandler
+) -> IntegrationResponse:
     async with manager:
-        return await manager.handle_request(request)
+        return await manager.handle_request(request, on_progress=on_progress)
+
+
+@contextmanager
+def _progress_bar(method: str) -> Iterator[ProgressHandler]:
+    """A progress bar on stderr (a terminal only) fed by the integration's ``$/progress`` reports."""
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
+        task: TaskID | None = None
+
+        def report(update: dict[str, Any]) -> None:
+            nonlocal task
+            if task is None:  # shown from the first report on: most calls report none
+                task = bar.add_task(method, total=None)
+            bar.update(
+                task,
+                completed=update.get("progress") or 0,
+                total=update.get("total"),
+                description=update.get("message") or method,
+            )
+
+        yield report

@@ -83,7 +83,11 @@ def control_handlers(host: ControlHost) -> dict[str, RequestHandler]:
 
     async def integration_call(ctx: RequestContext, params: Params) -> Any:
         request = _request(_object(params), default_id=str(ctx.request_id))
-        return (await host.manager.handle_request(request)).to_json()
+
+        def forward(report: dict[str, Any]) -> None:  # the integration's progress, to the caller
+            ctx.progress(report.get("progress"), report.get("total"), report.get("message"))
+
+        return (await host.manager.handle_request(request, on_progress=forward)).to_json()
 
     async def integration_batch(ctx: RequestContext, params: Params) -> Any:
         raw = _object(params).get("requests")

@@ -44,6 +44,7 @@ from spacedrive.ipc import (
     ConnectionClosed,
     ErrorObject,
     Params,
+    ProgressHandler,
     RequestTimeout,
     connect_unix,
 )
@@ -146,12 +147,15 @@ class DaemonClient:
         params: Params = None,
         *,
         timeout: float = ANSWER_TIMEOUT,  # noqa: ASYNC109 -- the dispatcher's bound for this request
+        on_progress: ProgressHandler | None = None,
     ) -> Any:
         """Call a control method; its result, or the daemon's error (``spacedrive.ipc`` exceptions)."""
         if self._connection is None:
             raise DaemonNotRunning("not connected to the daemon: use `async with DaemonClient(...)`")
         try:
-            return await self._connection.request(method, params, idle_timeout=timeout, max_timeout=timeout)
+            return await self._connection.request(
+                method, params, idle_timeout=timeout, max_timeout=timeout, on_progress=on_progress
+            )
         except RequestTimeout:
             raise self._unreachable(f"it did not answer {method} within {timeout:g} s") from None
         except ConnectionClosed:
@@ -159,10 +163,16 @@ class DaemonClient:
 
     # -- the control methods, typed ----------------------------------------------------------
 
-    async def call(self, request: IntegrationRequest) -> IntegrationResponse:
-        """``integration.call``: route ``request`` through the daemon's manager."""
+    async def call(
+        self, request: IntegrationRequest, *, on_progress: ProgressHandler | None = None
+    ) -> IntegrationResponse:
+        """``integration.call``: route ``request`` through the daemon's manager; ``on_progress``
+        receives the integration's progress reports, forwarded by the daemon."""
         raw = await self.request(
-            "integration.call", request.to_json(), timeout=call_timeout(request.timeout_ms)
+            "integration.call",
+            request.to_json(),
+            timeout=call_timeout(request.timeout_ms),
+            on_progress=on_progress,
         )
         return response_from_json(raw)
 

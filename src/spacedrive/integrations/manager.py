@@ -93,6 +93,7 @@ from spacedrive.integrations.config import (
 from spacedrive.integrations.errors import IntegrationNotFound, IntegrationsError, InvalidIntegrationConfig
 from spacedrive.integrations.registry import Integration, Registry
 from spacedrive.integrations.supervisor import IntegrationFailed, Policy, State, StateHandler, Supervisor
+from spacedrive.ipc._dispatcher import ProgressHandler
 from spacedrive.ipc._errors import (
     ConfigurationError,
     IntegrationError,
@@ -371,11 +372,17 @@ class IntegrationManager:
             return "restarted" if was_hosted else "started"
         return "stopped" if was_hosted else "unchanged"
 
-    async def handle_request(self, request: IntegrationRequest) -> IntegrationResponse:
-        """Route ``request`` to its integration; every failure becomes an error response."""
+    async def handle_request(
+        self, request: IntegrationRequest, *, on_progress: ProgressHandler | None = None
+    ) -> IntegrationResponse:
+        """Route ``request`` to its integration; every failure becomes an error response.
+
+        ``on_progress`` receives the integration's ``$/progress`` reports for the request
+        (``{"progress"?, "total"?, "message"?}``).
+        """
         self._check_open()
         try:
-            data = await self._route(request)
+            data = await self._route(request, on_progress)
         except IntegrationError as exc:
             return IntegrationResponse.failed(request.id, exc)
         except IntegrationsError as exc:
@@ -427,7 +434,7 @@ class IntegrationManager:
 
     # -- routing ----------------------------------------------------------------------------
 
-    async def _route(self, request: IntegrationRequest) -> Any:
+    async def _route(self, request: IntegrationRequest, on_progress: ProgressHandler | None = None) -> Any:
         method, params, timeout_ms = request.method, request.params, request.timeout_ms
         if not isinstance(method, str) or method in RESERVED_METHODS or method.startswith(("$/", "rpc.")):
             raise InvalidRequest(
@@ -448,7 +455,9 @@ class IntegrationManager:
         supervisor = await self._supervisor(request.integration_id)
 
         async def send(body: Any) -> Any:
-            return await supervisor.request(method, body, timeout=timeout, max_timeout=timeout)
+            return await supervisor.request(
+                method, body, timeout=timeout, max_timeout=timeout, on_progress=on_progress
+            )
 
         hosted = self._hosted.get(request.integration_id)
         integration = hosted.integration if hosted is not None else self.registry.get(request.integration_id)

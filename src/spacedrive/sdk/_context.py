@@ -85,11 +85,12 @@ class Context:
     answered); ``log`` sends a ``$/log`` message.
     """
 
-    __slots__ = ("_answered", "_request", "_stopping", "session")
+    __slots__ = ("_answered", "_params", "_request", "_stopping", "session")
 
-    def __init__(self, request: RequestContext, session: Session) -> None:
+    def __init__(self, request: RequestContext, session: Session, params: Any = None) -> None:
         self._request = request
         self.session = session
+        self._params = params
         self._stopping = False  # cancelled by shutdown (set by the runner)
         self._answered = False  # the handler returned or raised: no more progress for it
 
@@ -104,6 +105,17 @@ class Context:
     @property
     def method(self) -> str:
         return self._request.method
+
+    @property
+    def credential(self) -> dict[str, Any] | None:
+        """The credential the core handed over with this request (docs/protocol.md §6.2), or ``None``.
+
+        Present when the manifest sets ``permissions.requires_credentials``: ``{"id", "type",
+        ...its fields}``, whatever the method (a handler may also take a ``credential``
+        param where the method's spec lists one, as ``location.*`` do).
+        """
+        credential = self._params.get("credential") if isinstance(self._params, dict) else None
+        return credential if isinstance(credential, dict) else None
 
     @property
     def config(self) -> dict[str, Any]:

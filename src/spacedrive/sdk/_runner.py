@@ -339,7 +339,7 @@ class Runner:
     def _capability_handler(self, handler: Handler) -> RequestHandler:
         async def call(request: RequestContext, params: Params) -> Any:
             session = self._check_ready(handler.method)
-            context = Context(request, session)
+            context = Context(request, session, params)
             return await self._tracked(context, handler.func(context, **handler.bind(params)))
 
         return call

@@ -2,6 +2,9 @@
 
 Its id comes from the launch environment, so the tests install it under several ids.
 
+``storage.list``: no entries, and the type and id of ``ctx.credential`` (the SDK's accessor,
+for methods whose spec has no ``credential`` param).
+
 ``location.list_locations(credential)``:
 
 * an ``OAuth2`` credential is sent as a bearer token to ``config.api_url`` (the test OAuth2
@@ -78,7 +81,10 @@ async def list_locations(ctx: Context, credential: dict[str, Any] | None = None)
 
 @app.method("storage.list")
 async def storage_list(ctx: Context, path: str, cursor: str | None = None, limit: int | None = None) -> Any:
-    return {"entries": [], "cursor": None}
+    """No ``credential`` param in this method's spec: the handler reads ``ctx.credential``."""
+    credential = ctx.credential
+    seen = None if credential is None else {"type": credential["type"], "id": credential["id"]}
+    return {"entries": [], "cursor": None, "credential": seen}
 
 
 @app.method("storage.stat")
