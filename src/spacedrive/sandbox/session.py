@@ -14,8 +14,9 @@
     # leaving: proxy and watchdog stopped, every process of the cgroup killed, cgroup removed
 
 Entering the session makes the cgroup, opens its ``cgroup.procs`` files and writes the policy
-into the socketpair, all *before* the process exists: the launcher joins the cgroup as its
-first act and finds its policy waiting, so it never waits for the core, and ``attach`` can
+into the socketpair, all *before* the process exists: the launcher finds its policy waiting
+and joins the cgroup as its last step, before any integration code (unless ``spawned`` moved
+it there already), so it never waits for the core, and ``attach`` can
 come any time later (after a handshake, say). Nothing the integration runs escapes the
 cgroup. ``attach`` raises :class:`~spacedrive.sandbox.errors.LaunchRefused` when the launcher
 refused (or died before reporting) and
