@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -44,3 +46,13 @@ def make_tree(root: Path, files: dict[str, bytes | str]) -> Path:
 
 def set_mtime(path: Path, seconds: float) -> None:
     os.utime(path, (seconds, seconds))
+
+
+@pytest.fixture
+def runtime_dir() -> Iterator[Path]:
+    """A short private folder for sockets (pytest's tmp_path can exceed the socket path limit)."""
+    path = Path(tempfile.mkdtemp(prefix="sd-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from spacedrive.core.node import Core
 from spacedrive.integrations.packages import PackageManager
 from tests.conftest import make_tree
+from tests.integrations._apps import HELLO, install_and_enable
 
 
 @pytest.fixture
@@ -32,6 +33,13 @@ def files(tmp_path: Path, core: Core) -> Path:
 def outside(tmp_path: Path) -> Path:
     """A folder outside every location, with a secret."""
     return make_tree(tmp_path / "outside", {"secret.txt": "secret"}).resolve()
+
+
+@pytest.fixture
+def hello(core: Core, data_dir: Path) -> str:
+    """``examples/python-hello``, installed and enabled."""
+    install_and_enable(core.library.db, data_dir, HELLO)
+    return "python-hello"
 
 
 @pytest.fixture

@@ -106,12 +106,6 @@ def data(response: IntegrationResponse) -> Any:
 
 
 @pytest.fixture
-def hello(core: Core, data_dir: Path) -> str:
-    install_and_enable(core.library.db, data_dir, HELLO)
-    return "python-hello"
-
-
-@pytest.fixture
 def clients(core: Core, data_dir: Path, tmp_path: Path) -> tuple[str, str]:
     """The test integration installed and enabled twice: granted every core API, and none."""
     for integration_id, apis in ((GRANTED, ALL_CORE_APIS), (DENIED, [])):

@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from spacedrive.core.node import Core
-from spacedrive.integrations import IntegrationManager
+from spacedrive.integrations import IntegrationManager, IntegrationRequest
 from spacedrive.ipc import ErrorCode
 from tests.integrations._apps import client_package, install_and_enable
-from tests.integrations.test_manager import WAIT, data, error, files_call, manager
+from tests.integrations.test_manager import WAIT, data, error, files_call, manager, request
 from tests.sandbox.conftest import requires_sandbox
 
 pytestmark = [pytest.mark.e2e, requires_sandbox]
@@ -213,3 +213,20 @@ async def test_temp_folders_of_a_core_that_is_gone_are_removed_at_start(
         running_temp = Path(environ["TMPDIR"])
         assert running_temp.parent == base and running_temp.name.startswith(f"{PROBER}-{os.getpid()}-")
     assert existing(gone, mine, running_temp) == [mine]  # the running one: removed with its process
+
+
+async def test_a_file_outside_the_sandbox_is_answered_with_how_to_grant_it(
+    core: Core, hello: str, files: Path, outside: Path
+) -> None:
+    def metadata(path: Path) -> IntegrationRequest:
+        return request(hello, "filetype.extract_metadata", {"path": str(path)})
+
+    async with asyncio.timeout(WAIT), manager(core) as m:
+        inside = data(await m.handle_request(metadata(files / "notes.md")))
+        code, message, _ = error(await m.handle_request(metadata(outside / "secret.txt")))
+        missing = error(await m.handle_request(metadata(files / "nope.md")))
+    assert inside["metadata"]["words"] == 4
+    assert code == ErrorCode.NOT_FOUND
+    assert "exists, but outside what integration 'python-hello' may read" in message
+    assert "spacedrive location add" in message
+    assert missing[0] == ErrorCode.NOT_FOUND and "exists, but" not in missing[1]  # really missing: no hint

@@ -10,12 +10,10 @@ import asyncio
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -73,16 +71,6 @@ MakeSupervisor = Callable[..., Supervisor]
 
 def app(name: str) -> list[str]:
     return [sys.executable, str(APPS / f"{name}.py")]
-
-
-@pytest.fixture
-def runtime_dir() -> Iterator[Path]:
-    """A short private folder for sockets (pytest's tmp_path can exceed the socket path limit)."""
-    path = Path(tempfile.mkdtemp(prefix="sds-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

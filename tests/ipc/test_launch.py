@@ -2,10 +2,7 @@
 
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,16 +39,6 @@ def folder(tmp_path: Path) -> Path:
     (root / "slow.txt").write_text("x" * SLOW_FILE_SIZE)
     (root / "broken.txt").write_bytes(b"fine\xff\xfe")
     return root
-
-
-@pytest.fixture
-def runtime_dir() -> Iterator[Path]:
-    """A short private folder for sockets (pytest's tmp_path can exceed the socket path limit)."""
-    path = Path(tempfile.mkdtemp(prefix="sdl-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def assert_gone(pid: int) -> None:

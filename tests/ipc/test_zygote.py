@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +16,7 @@ import pytest
 
 from spacedrive.ipc._errors import ProcessCrashed
 from spacedrive.ipc._launch import launch
-from spacedrive.ipc._zygote import Zygote, ZygoteError, ZygoteProcess
+from spacedrive.ipc._zygote import Zygote, ZygoteError, ZygoteProcess, _is_open
 
 pytestmark = pytest.mark.e2e
 
@@ -80,16 +78,6 @@ def child(tmp_path: Path) -> Path:
     path.parent.mkdir()
     path.write_text(CHILD)
     return path
-
-
-@pytest.fixture
-def runtime_dir() -> Iterator[Path]:
-    """A short private folder for sockets (pytest's tmp_path can exceed the socket path limit)."""
-    path = Path(tempfile.mkdtemp(prefix="sdz-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def plain_env(**extra: str) -> dict[str, str]:
@@ -229,14 +217,6 @@ async def test_pass_fds_arrive_under_their_numbers(zygote: Zygote, child: Path) 
             os.close(fd)
     assert process.returncode == 0, err
     assert json.loads(out) == expected
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 # -- exits and signals ----------------------------------------------------------------------

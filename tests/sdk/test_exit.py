@@ -5,10 +5,8 @@ Each test starts ``apps/lifecycle.py`` with the core's launcher and ends its ses
 
 import asyncio
 import os
-import shutil
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -39,16 +37,6 @@ SESSION_ENDS = [
 
 def query(text: str) -> dict[str, Any]:
     return {"query": {"text": text}, "context": {}}
-
-
-@pytest.fixture
-def runtime_dir() -> Iterator[Path]:
-    """A short private folder for sockets (pytest's tmp_path can exceed the socket path limit)."""
-    path = Path(tempfile.mkdtemp(prefix="sdx-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @asynccontextmanager

@@ -286,6 +286,26 @@ class SandboxHost:
 
         return sandboxed
 
+    def outside_hint(self, integration: Integration, params: Any) -> str | None:
+        """Why a ``path`` the integration answered as missing is missing to it, if that is the sandbox.
+
+        A file that exists here but outside everything the integration may read (its folder,
+        its manifest's paths, the locations for a file handler) is not in its view: the user
+        gets told how to grant it instead of a bare "no file".
+        """
+        path = params.get("path") if isinstance(params, dict) and self.enabled else None
+        if not isinstance(path, str) or not os.path.isabs(path) or not os.path.exists(path):
+            return None
+        policy = self.policy(integration, tempfile.gettempdir())
+        granted = (policy.integration_dir, *policy.read_paths, *policy.write_paths)
+        if any(_is_within(path, root) for root in granted):
+            return None
+        return (
+            f"{path} exists, but outside what integration {integration.id!r} may read in its sandbox: "
+            "add its folder as a location (spacedrive location add FOLDER), or declare it in the "
+            "manifest's permissions.file_system_access"
+        )
+
     def describe(self, integration: Integration) -> dict[str, Any]:
         """The planned enforcement of an integration that does not run (``integration status``)."""
         try:
@@ -312,6 +332,11 @@ def location_roots(core: Core) -> list[str]:
     """The roots of the library's locations on this device (file handlers may read them)."""
     device = core.device_id
     return [location.path for location in core.locations.list() if location.device_id == device]
+
+
+def _is_within(path: str, root: str) -> bool:
+    real, base = os.path.realpath(path), os.path.realpath(root)
+    return real == base or real.startswith(base.rstrip(os.sep) + os.sep)
 
 
 def _make_write_paths(policy: SandboxPolicy) -> None:

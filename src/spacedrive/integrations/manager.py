@@ -461,9 +461,15 @@ class IntegrationManager:
 
         hosted = self._hosted.get(request.integration_id)
         integration = hosted.integration if hosted is not None else self.registry.get(request.integration_id)
-        if integration.manifest.permissions.requires_credentials:  # docs/protocol.md §6.2
-            return await call_with_credential(self.credentials, request.integration_id, params, send)
-        return await send(params)
+        try:
+            if integration.manifest.permissions.requires_credentials:  # docs/protocol.md §6.2
+                return await call_with_credential(self.credentials, request.integration_id, params, send)
+            return await send(params)
+        except NotFound as exc:
+            hint = await asyncio.to_thread(self.sandbox.outside_hint, integration, params)
+            if hint is None:
+                raise
+            raise NotFound(f"{exc.message} ({hint})", data=exc.data) from None
 
     async def _supervisor(self, integration_id: str) -> Supervisor:
         """The supervisor of ``integration_id``, created (not started) on first use."""

@@ -215,8 +215,17 @@ class SandboxSession:
         if self._moving is not None:
             await self._moving
         self._close_cgroup_fds()
-        if self.cgroup is not None and pid not in self.cgroup.pids():  # neither of us could move it
+        if self.cgroup is not None and pid not in self.cgroup.pids() and self._alive():
+            # neither of us could move it (one that already ran and exited has left the list)
             raise CgroupError(f"{self.policy.integration_id!r} (pid {pid}) is not in its cgroup")
+
+    def _alive(self) -> bool:
+        """Whether the process still runs (not exited, not a zombie waiting to be reaped)."""
+        process = self._process
+        try:
+            return process is not None and process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     def kill(self, reason: str | None = None) -> None:
         """SIGKILL every process of the integration (its cgroup, else its group and tree)."""
