@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 
 from spacedrive.integrations._health import NO_DAEMON, NOT_ENABLED
-from tests.daemon.conftest import StartDaemon, alive, sd, sd_json, wait_all_exited
+from tests.conftest import make_tree
+from tests.daemon.conftest import WAIT_S, StartDaemon, alive, sd, sd_json, wait_all_exited
 from tests.integrations._apps import HELLO
 
 pytestmark = pytest.mark.e2e
@@ -153,3 +155,23 @@ def test_commands_for_another_library_do_not_use_the_daemon(
     assert sd_json(data_dir, "daemon", "status")["integrations"]["running"] == 0
     row = status(data_dir, hello, "--library", "other")
     assert (row["state"], row["note"], row["pid"]) == ("stopped", NO_DAEMON, None)
+
+
+def test_a_location_added_while_a_file_handler_runs_becomes_readable_to_it(
+    data_dir: Path, start_daemon: StartDaemon, hello: str, notes: Path, tmp_path: Path
+) -> None:
+    start_daemon()
+    assert metadata(data_dir, hello, notes)["metadata"]["words"] == 4
+    first = status(data_dir, hello)["pid"]
+    later = make_tree(tmp_path / "later", {"b.md": "one two three four\n"}) / "b.md"
+    params = json.dumps({"path": str(later)})
+    refused = sd(
+        data_dir, "integration", "call", hello, "filetype.extract_metadata", "-p", params, check=False
+    )
+    assert refused.returncode == 1 and "exists, but outside what integration" in refused.stderr
+
+    sd(data_dir, "location", "add", str(later.parent), "--no-index")
+    deadline = time.monotonic() + WAIT_S  # the daemon's next housekeeping poll (1 s) restarts it
+    while status(data_dir, hello)["pid"] == first:
+        assert time.monotonic() < deadline, "the integration was not restarted for the new location"
+    assert metadata(data_dir, hello, later)["metadata"]["words"] == 4

@@ -5,6 +5,10 @@
   (by ``core.jobs.create`` outside the daemon, or put back by an interrupted CLI command) and
   jobs of crashed processes. Jobs an integration creates *through the daemon* are dispatched
   to it at once.
+* **Locations and sandboxes.** At each poll the manager restarts the running file handlers
+  whose sandbox was made for other locations than the library has now
+  (``IntegrationManager.sync_locations``): a location added with ``spacedrive location add``
+  becomes readable to them within a poll.
 * **Watchers.** The locations of the library on this device with ``watch_enabled``
   (``location add --watch``) are watched (``core.watcher.watch_location``) while the daemon
   runs; locations added or removed meanwhile are picked up at the next poll. A watcher that
@@ -23,6 +27,7 @@ from spacedrive.core.jobs import JobSystem
 from spacedrive.core.locations import Location
 from spacedrive.core.node import Core
 from spacedrive.core.watcher import watch_location
+from spacedrive.integrations.manager import IntegrationManager
 
 __all__ = ["JOB_POLL_INTERVAL", "WATCHER_STOP_TIMEOUT", "WATCH_RETRY_S", "Housekeeping"]
 
@@ -46,9 +51,17 @@ class _Watcher:
 class Housekeeping:
     """Runs jobs and watchers for ``core`` until ``run``'s ``halt`` is set; tasks live in ``run``."""
 
-    def __init__(self, core: Core, jobs: JobSystem, *, poll_interval: float = JOB_POLL_INTERVAL) -> None:
+    def __init__(
+        self,
+        core: Core,
+        jobs: JobSystem,
+        *,
+        poll_interval: float = JOB_POLL_INTERVAL,
+        manager: IntegrationManager | None = None,
+    ) -> None:
         self.core = core
         self.jobs = jobs
+        self.manager = manager
         self.poll_interval = poll_interval
         self._watchers: dict[int, _Watcher] = {}
         self._failed_at: dict[int, float] = {}
@@ -65,6 +78,7 @@ class Housekeeping:
                 while not halt.is_set():
                     self._claim_jobs()
                     self._reconcile_watchers(tg)
+                    await self._sync_locations()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.poll_interval):
                             await halt.wait()
@@ -80,6 +94,14 @@ class Housekeeping:
             return
         if claimed:
             logger.info("running %d job(s) nobody ran: %s", len(claimed), ", ".join(claimed))
+
+    async def _sync_locations(self) -> None:
+        if self.manager is None:
+            return
+        try:
+            await self.manager.sync_locations()
+        except Exception:  # a locked database, a manager closing: try again at the next poll
+            logger.exception("applying the library's locations to the integrations failed")
 
     def _reconcile_watchers(self, tg: asyncio.TaskGroup) -> None:
         try:

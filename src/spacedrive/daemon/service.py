@@ -116,7 +116,9 @@ class Daemon:
         ):
             self._jobs, self._manager = jobs, manager
             await manager.warm_up()  # the zygote: the first integration then starts in ~11 ms
-            self._housekeeping = Housekeeping(core, jobs, poll_interval=self.options.job_poll_interval)
+            self._housekeeping = Housekeeping(
+                core, jobs, poll_interval=self.options.job_poll_interval, manager=manager
+            )
             try:
                 async with self._control_server():
                     await self._until_stopped(self._housekeeping, on_ready)

@@ -21,8 +21,8 @@ execution time is a ``ProcessCrashed`` whose ``data.reason`` is ``"execution_tim
 **The library's files.** An integration with a ``FileTypeHandler`` or ``ContentProcessor``
 capability is called with paths of files in the library's locations, so it may read (never
 write) the roots of this device's locations, besides what its manifest declares; ``status``
-lists them (``library_read_paths``). The roots are read at each start: a location added while
-it runs is visible from its next start.
+lists them (``library_read_paths``). The roots are read at each start; when they change,
+``IntegrationManager.sync_locations`` (the daemon's housekeeping) restarts the running ones.
 
 **Its environment** is not the core's: only ``PASSED_ENVIRONMENT`` (the locale, the time
 zone, ``PATH``) goes through, so that secrets in the core's environment (cloud keys, tokens)

@@ -372,6 +372,30 @@ class IntegrationManager:
             return "restarted" if was_hosted else "started"
         return "stopped" if was_hosted else "unchanged"
 
+    async def sync_locations(self) -> list[str]:
+        """Restart the running file handlers whose sandbox has other location roots than the library now.
+
+        A sandboxed FileTypeHandler or ContentProcessor reads the roots of the locations it
+        got at its start (Landlock rules cannot be added to a running process), so a location
+        added or removed since is applied by a graceful restart (``reload_integration``: the
+        next request starts it again, an ``onStartup`` one at once). The daemon calls this at
+        each housekeeping poll. Returns the ids restarted.
+        """
+        self._check_open()
+        if not self.sandbox.enabled:
+            return []
+        roots = sorted(location_roots(self.core))
+        restarted = []
+        for integration_id, hosted in list(self._hosted.items()):
+            running = hosted.supervisor.sandboxes
+            if not self.sandbox.library_read_paths(hosted.integration) or not running:
+                continue  # not a file handler, or not running: its next start reads the roots
+            if any(sorted(box.library_read_paths) != roots for box in running):
+                logger.info("the library's locations changed: restarting integration %r", integration_id)
+                await self.reload_integration(integration_id)
+                restarted.append(integration_id)
+        return restarted
+
     async def handle_request(
         self, request: IntegrationRequest, *, on_progress: ProgressHandler | None = None
     ) -> IntegrationResponse:

@@ -397,6 +397,11 @@ class Supervisor:
         return list(self._transitions)
 
     @property
+    def sandboxes(self) -> list[ProcessSandbox]:
+        """The sandboxes of the processes that run now (none when unsandboxed)."""
+        return [slot.run.box for slot in self._slots if slot.run is not None and slot.run.box is not None]
+
+    @property
     def pids(self) -> list[int]:
         """The pids of the processes that run now (one per running slot of the pool)."""
         return [slot.run.pid for slot in self._slots if slot.run is not None]
