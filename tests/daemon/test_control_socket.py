@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from spacedrive.daemon import (
@@ -60,6 +61,10 @@ async def test_the_control_methods_answer_on_the_integration_protocol(
         reloaded = await daemon.reload(hello)
         assert reloaded == {"id": hello, "action": "stopped", "state": "stopped"}
         assert (await daemon.call(request(hello, "filetype.validate", path))).success
+        launcher = (await daemon.request("daemon.status"))["launcher"]
+    zygote = launcher["zygote"]  # started with the daemon, its child; integrations fork from it
+    assert zygote["starts"] == 1 and psutil.Process(zygote["pid"]).ppid() == pid
+    assert launcher["sandbox"]["enabled"] is True and launcher["sandbox"]["platform"]["system"] == "linux"
 
 
 def size_of(path: Path) -> int:

@@ -224,6 +224,7 @@ class Daemon:
                 "ids": jobs.running_here() if jobs is not None else [],
             },
             "watching": self._housekeeping.watching if self._housekeeping is not None else [],
+            "launcher": manager.launcher_status() if manager is not None else None,
         }
 
     def _rows(self) -> list[dict[str, Any]]:

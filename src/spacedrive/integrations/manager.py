@@ -322,6 +322,19 @@ class IntegrationManager:
             raise UsageError("enter the manager first: `async with IntegrationManager(core) as manager:`")
         return self._registry
 
+    def launcher_status(self) -> dict[str, Any]:
+        """How processes start here: the zygote (pid, how many were started) and the sandbox's platform."""
+        zygote = self._zygote
+        platform = self.sandbox.platform
+        return {
+            "zygote": None if zygote is None else {"pid": zygote.pid, "starts": zygote.starts},
+            "sandbox": {
+                "enabled": self.sandbox.enabled,
+                "off_reason": self.sandbox.off_reason,
+                "platform": None if platform is None else platform.to_json(),
+            },
+        }
+
     async def warm_up(self) -> None:
         """Start the zygote now rather than with the first integration (the daemon does)."""
         self._check_open()
