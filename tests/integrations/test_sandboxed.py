@@ -14,6 +14,7 @@ import asyncio
 import http.server
 import json
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 from spacedrive.core.node import Core
 from spacedrive.integrations import IntegrationManager, IntegrationRequest
 from spacedrive.ipc import ErrorCode
-from tests.integrations._apps import client_package, install_and_enable
+from tests.integrations._apps import REPO, client_package, install_and_enable
 from tests.integrations.test_manager import WAIT, data, error, files_call, manager, request
 from tests.sandbox.conftest import requires_sandbox
 
@@ -230,3 +231,21 @@ async def test_a_file_outside_the_sandbox_is_answered_with_how_to_grant_it(
     assert "exists, but outside what integration 'python-hello' may read" in message
     assert "spacedrive location add" in message
     assert missing[0] == ErrorCode.NOT_FOUND and "exists, but" not in missing[1]  # really missing: no hint
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+async def test_a_node_integration_runs_in_its_sandbox_too(
+    core: Core, data_dir: Path, files: Path, outside: Path
+) -> None:
+    install_and_enable(core.library.db, data_dir, REPO / "examples" / "js-hello")
+
+    def metadata(path: Path) -> IntegrationRequest:
+        return request("js-hello", "filetype.extract_metadata", {"path": str(path)})
+
+    async with asyncio.timeout(WAIT), manager(core) as m:
+        inside = data(await m.handle_request(metadata(files / "notes.md")))
+        code, message, _ = error(await m.handle_request(metadata(outside / "secret.txt")))
+        [row] = m.status("js-hello")
+    assert inside["metadata"]["words"] == 4
+    assert code == ErrorCode.NOT_FOUND and "exists, but outside what integration 'js-hello'" in message
+    assert row["sandbox"]["mode"] == "enforced" and row["sandbox"]["enforcement"]["confirmed"] is True
