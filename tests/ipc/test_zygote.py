@@ -346,7 +346,13 @@ async def test_a_zygote_that_cannot_start_says_why_or_falls_back(tmp_path: Path)
         broken = Zygote(preload=["no_such_module_anywhere"])
         with pytest.raises(ZygoteError, match="no_such_module_anywhere"):
             await broken.start()
+        with pytest.raises(ZygoteError, match=r"no_such_module_anywhere.*tried again in \d+ s"):
+            await broken.start()  # within RETRY_AFTER: at once, saying when it retries
+        assert broken.starts == 1
         await broken.aclose()
         async with Zygote(preload=["no_such_module_anywhere"], fallback=True) as fallback:
             process = await fallback.create_subprocess_exec("/bin/sh", "-c", "exit 6")
             assert await process.wait() == 6
+            again = await fallback.create_subprocess_exec("/bin/sh", "-c", "exit 7")
+            assert await again.wait() == 7
+            assert fallback.starts == 1  # the failed start is not retried before RETRY_AFTER

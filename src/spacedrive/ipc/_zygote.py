@@ -66,7 +66,8 @@ When the zygote dies: pending spawns fail with :class:`ZygoteError` (an ``OSErro
 children die of their parent-death signal and their ``wait()`` returns -9 once they are gone
 (watched through pidfds); the next spawn starts a new zygote. With ``fallback=True`` a spawn
 the zygote cannot serve (it cannot start, or died during the spawn) is made by
-``asyncio.create_subprocess_exec`` instead (with ``preexec_fn``), with a warning. Leaving the
+``asyncio.create_subprocess_exec`` instead (with ``preexec_fn``), with a warning; a zygote that
+failed to start is not tried again before ``RETRY_AFTER`` seconds. Leaving the
 context closes the channel (the zygote exits, its children die with it) and waits for them,
 bounded by :data:`STOP_TIMEOUT`.
 """
@@ -96,6 +97,7 @@ __all__ = [
     "MAX_MESSAGE",
     "PRELOAD",
     "PRELOAD_IF_INSTALLED",
+    "RETRY_AFTER",
     "SPAWN_TIMEOUT",
     "START_TIMEOUT",
     "STOP_TIMEOUT",
@@ -123,6 +125,9 @@ START_TIMEOUT: Final = 10.0
 """Seconds from starting the zygote to its ``ready`` (an interpreter start and the imports)."""
 SPAWN_TIMEOUT: Final = 5.0
 """Seconds the zygote may take to answer one spawn (a fork; more means it is stuck)."""
+RETRY_AFTER: Final = 30.0
+"""Seconds after a failed start of the zygote before another is tried (spawns fail, or fall
+back, at once meanwhile: a zygote that cannot start must not add its timeout to every start)."""
 STOP_TIMEOUT: Final = 2.0
 """Seconds for the zygote, then its children, to exit once the channel is closed."""
 MAX_MESSAGE: Final = 1 << 20
@@ -175,6 +180,7 @@ class Zygote:
         self._previous: list[_Incarnation] = []
         self._lock = asyncio.Lock()
         self._closed = False
+        self._start_failed: tuple[float, str] | None = None  # (loop time, why) of the last failed start
 
     @property
     def pid(self) -> int | None:
@@ -265,8 +271,17 @@ class Zygote:
         if current is not None:
             self._previous.append(current)  # its children may still be dying: stop() waits for them
         self._current = None
+        now = asyncio.get_running_loop().time()
+        if self._start_failed is not None and now - self._start_failed[0] < RETRY_AFTER:
+            retry_in = RETRY_AFTER - (now - self._start_failed[0])
+            raise ZygoteError(f"{self._start_failed[1]} (tried again in {retry_in:.0f} s)")
         self.starts += 1
-        self._current = await _Incarnation.start(self.python, self.preload, self.start_timeout)
+        try:
+            self._current = await _Incarnation.start(self.python, self.preload, self.start_timeout)
+        except ZygoteError as exc:
+            self._start_failed = (now, str(exc))
+            raise
+        self._start_failed = None
         return self._current
 
     async def _spawn(
