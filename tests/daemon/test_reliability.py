@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from spacedrive.daemon import DaemonFiles
+from spacedrive.sandbox import CgroupSupport, probe_platform
 from tests.daemon.conftest import StartDaemon, alive, group_members, sd, sd_json, wait_all_exited
 
 pytestmark = pytest.mark.e2e
@@ -43,11 +44,29 @@ def test_after_a_kill_9_of_the_daemon_no_integration_process_or_child_is_left(
     groups = [processes[hello], processes["pid"], processes["escaped"]]
     assert set(group_members(groups)) == set(processes.values())
 
+    cgroups = probe_platform().cgroup
+    left = [] if cgroups is None else leaves_of(cgroups, daemon)
+    assert cgroups is None or left  # the sandboxes' cgroups of the integrations that run
+
     os.kill(daemon, signal.SIGKILL)
 
     assert wait_all_exited([daemon, *processes.values()]) == []
     assert group_members(groups) == []
     assert DaemonFiles(data_dir).lock_held() is False
+    if cgroups is not None:  # nobody removed them; the next daemon does, before it is ready
+        assert leaves_of(cgroups, daemon) == left
+        start_daemon()
+        assert leaves_of(cgroups, daemon) == []
+
+
+def leaves_of(cgroups: CgroupSupport, core_pid: int) -> list[str]:
+    """The sandbox cgroups that the core ``core_pid`` made (``<base>/spacedrive/<id>-<pid>-<random>``)."""
+    found = set()
+    for base in cgroups.bases.values():
+        folder = base / "spacedrive"
+        if folder.is_dir():
+            found |= {leaf.name for leaf in folder.iterdir() if f"-{core_pid}-" in leaf.name}
+    return sorted(found)
 
 
 def test_daemon_stop_stops_every_integration_and_its_children(
