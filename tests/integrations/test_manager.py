@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,28 @@ async def test_integrations_are_forked_from_the_zygote_unless_told_otherwise(
         assert "spacedrive.ipc._zygote" in parent_command and grandparent == os.getpid()
     else:
         assert parent.pid == os.getpid()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the zygote is Linux only")
+async def test_when_the_zygote_dies_its_integrations_restart_through_a_new_one(
+    core: Core, hello: str, files: Path
+) -> None:
+    notes = request(hello, "filetype.extract_metadata", {"path": str(files / "notes.md")})
+    async with asyncio.timeout(WAIT), manager(core) as m:
+        data(await m.handle_request(notes))
+        first = m.launcher_status()["zygote"]
+        [before] = m.status(hello)
+        os.kill(first["pid"], signal.SIGKILL)  # its children die with it (parent-death signal)
+        supervisor = m.supervisor(hello)
+        assert supervisor is not None
+        await supervisor.wait_for_state(State.BACKOFF)  # the integration's death is a crash
+        answer = data(await m.handle_request(notes))  # restarted through a new zygote
+        second = m.launcher_status()["zygote"]
+        [after] = m.status(hello)
+        parent = psutil.Process(after["pid"]).ppid()
+    assert answer["metadata"]["words"] == 4
+    assert second["starts"] == 2 and second["pid"] != first["pid"] and parent == second["pid"]
+    assert after["pid"] != before["pid"] and after["restarts"] == 1
 
 
 async def test_a_request_is_answered_with_the_data_of_the_integration(
