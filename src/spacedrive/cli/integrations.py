@@ -595,7 +595,8 @@ def call_command(
             response = answer
         else:
             with open_core(ctx) as core:
-                manager = IntegrationManager(core, registry=registry)
+                # one start: a zygote (an interpreter with the SDK imported) would only add its own
+                manager = IntegrationManager(core, registry=registry, zygote=False)
                 response = asyncio.run(_call(manager, request, on_progress))
     if json:
         print_json(response.to_json())
