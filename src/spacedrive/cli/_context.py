@@ -7,15 +7,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import orjson
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from spacedrive.core.node import Core
 from spacedrive.core.paths import resolve_data_dir
+
+if TYPE_CHECKING:
+    from spacedrive.core.node import Core
 
 __all__ = [
     "EXIT_ERROR",
@@ -56,6 +58,9 @@ def options(ctx: typer.Context) -> Options:
 
 @contextmanager
 def open_core(ctx: typer.Context) -> Iterator[Core]:
+    # heavy (the whole core: jobs, indexer, events, devices): only the commands that open it pay
+    from spacedrive.core.node import Core
+
     opts = options(ctx)
     core = Core(resolve_data_dir(opts.data_dir), opts.library)
     try:

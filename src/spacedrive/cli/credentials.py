@@ -15,18 +15,14 @@ refresh that needs a new login, an undecryptable credential).
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import os
 import sys
-import webbrowser
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import msgspec
 import orjson
 import typer
 from rich.markup import escape
@@ -43,26 +39,18 @@ from spacedrive.cli._context import (
     out_console,
     print_json,
 )
-from spacedrive.core.devices import DeviceManager
 from spacedrive.core.errors import SpacedriveError
-from spacedrive.credentials import (
-    ApiKey,
-    Basic,
-    CredentialInfo,
-    CredentialManager,
-    CredentialNotFound,
-    CredentialType,
-    Custom,
-    DeviceAuthorization,
-    IntegrationCredential,
-    InvalidCredential,
-    OAuth2,
-    OAuth2Config,
-    rotate,
-)
-from spacedrive.credentials._model import check_endpoint, parse_time, utc_now
-from spacedrive.integrations.errors import IntegrationNotFound
-from spacedrive.integrations.registry import Registry
+
+# spacedrive.credentials (httpx, authlib, cryptography) and spacedrive.integrations (the package
+# imports the integration manager) are imported by the commands that use them.
+if TYPE_CHECKING:
+    from spacedrive.credentials import (
+        CredentialInfo,
+        CredentialManager,
+        CredentialType,
+        DeviceAuthorization,
+        OAuth2Config,
+    )
 
 __all__ = ["app"]
 
@@ -90,6 +78,9 @@ class Kind(enum.StrEnum):
 @contextmanager
 def _reported() -> Iterator[None]:
     """Credential and integration errors become one ``error:`` line and an exit code."""
+    from spacedrive.credentials import CredentialNotFound, InvalidCredential
+    from spacedrive.integrations.errors import IntegrationNotFound
+
     try:
         yield
     except (CredentialNotFound, IntegrationNotFound) as exc:
@@ -101,6 +92,8 @@ def _reported() -> Iterator[None]:
 
 
 def _check_integration(ctx: typer.Context, integration_id: str) -> None:
+    from spacedrive.integrations.registry import Registry
+
     Registry.discover(data_dir_of(ctx)).get(integration_id)  # IntegrationNotFound: exit 3
 
 
@@ -197,6 +190,14 @@ def add(
     )
     if expires_at is not None and expires_in is not None:
         fail("give --expires-at or --expires-in, not both", EXIT_USAGE)
+    import asyncio
+    from datetime import timedelta
+
+    import msgspec
+
+    from spacedrive.credentials import CredentialManager, IntegrationCredential, OAuth2
+    from spacedrive.credentials._model import check_endpoint, parse_time, utc_now
+
     with _reported():
         _check_integration(ctx, integration_id)
         expiry = parse_time(expires_at, "--expires-at")  # every option is checked before a secret is read
@@ -237,6 +238,8 @@ def _read_secret(
     data: str | None,
 ) -> CredentialType:
     """The secret of ``kind``, from its options, standard input or prompts (in the order of the options)."""
+    from spacedrive.credentials import ApiKey, Basic, Custom, OAuth2
+
     if kind is Kind.API_KEY:
         return ApiKey(key=_secret(key, "--key", "API key") or "", header_name=header)
     if kind is Kind.BASIC:
@@ -278,6 +281,8 @@ def list_command(
     json: JsonOption = False,
 ) -> None:
     """List the credentials of the library: metadata only, never a secret."""
+    from spacedrive.credentials import CredentialManager
+
     with _reported(), open_core(ctx) as core:
         infos = CredentialManager.for_core(core).list(integration_id)
     if json:
@@ -300,6 +305,10 @@ def list_command(
 @app.command("remove")
 def remove(ctx: typer.Context, credential_id: CredentialArgument, json: JsonOption = False) -> None:
     """Delete a credential."""
+    import asyncio
+
+    from spacedrive.credentials import CredentialManager
+
     with _reported(), open_core(ctx) as core:
         manager = CredentialManager.for_core(core)
         info = manager.info(credential_id)
@@ -353,6 +362,10 @@ def login(
     Endpoints and client id come from the options, else from the integration's OAuth2
     credential (logging in again). The URL (or the code to enter) is printed on stderr.
     """
+    import asyncio
+
+    from spacedrive.credentials import CredentialManager
+
     with _reported(), open_core(ctx) as core:
         _check_integration(ctx, integration_id)
         manager = CredentialManager.for_core(core)
@@ -409,6 +422,8 @@ def _login_config(
     client_secret: str | None,
     scopes: list[str] | None,
 ) -> OAuth2Config:
+    from spacedrive.credentials import OAuth2Config
+
     client = client_id or (stored.client_id if stored else None)
     token = token_url or (stored.token_endpoint if stored else None)
     if not client or not token:
@@ -425,6 +440,8 @@ def _login_config(
 
 
 def _show_url(url: str, browser: bool) -> None:
+    import webbrowser
+
     print(f"Open this URL to sign in:\n{url}", file=sys.stderr, flush=True)
     if browser and _has_browser():
         webbrowser.open(url, new=1)
@@ -433,6 +450,8 @@ def _show_url(url: str, browser: bool) -> None:
 
 def _has_browser() -> bool:
     """A graphical browser can be opened (a text browser would take over this terminal)."""
+    import webbrowser
+
     if sys.platform.startswith("linux") and not (
         os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
     ):
@@ -458,6 +477,10 @@ def _show_device_code(device: DeviceAuthorization) -> None:
 @app.command("refresh")
 def refresh(ctx: typer.Context, credential_id: CredentialArgument, json: JsonOption = False) -> None:
     """Refresh an OAuth2 credential now (it is also refreshed automatically before it expires)."""
+    import asyncio
+
+    from spacedrive.credentials import CredentialManager
+
     with _reported(), open_core(ctx) as core:
         info = asyncio.run(CredentialManager.for_core(core).refresh_oauth2_token(credential_id))
     expires = info.expires_at.isoformat(timespec="seconds") if info.expires_at else "never"
@@ -480,6 +503,9 @@ def rotate_key(ctx: typer.Context, json: JsonOption = False) -> None:
 
     Safe against crashes: an interrupted rotation is finished by the next credential command.
     """
+    from spacedrive.core.devices import DeviceManager
+    from spacedrive.credentials import rotate
+
     with _reported():
         result = rotate(DeviceManager(data_dir_of(ctx)))
     if json:

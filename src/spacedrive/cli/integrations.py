@@ -17,18 +17,16 @@ does not exist, 1 for any other failure (``call``: an error response, printed on
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import orjson
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from spacedrive.cli._context import (
@@ -43,38 +41,17 @@ from spacedrive.cli._context import (
     out_console,
     print_json,
 )
-from spacedrive.daemon.client import DaemonClient, run_with_daemon
-from spacedrive.daemon.errors import DaemonNotRunning, DaemonUnreachable
-from spacedrive.integrations._health import status_row
-from spacedrive.integrations._logfile import LOG_TAIL_LINES, log_path
-from spacedrive.integrations._sandboxing import SandboxHost, location_roots
-from spacedrive.integrations._signing import load_private_key
-from spacedrive.integrations.config import (
-    IntegrationSettings,
-    all_settings,
-    disable,
-    enable,
-    get_settings,
-    read_config_file,
-)
-from spacedrive.integrations.errors import (
-    IntegrationNotFound,
-    IntegrationsError,
-    InvalidIntegrationConfig,
-    ManifestError,
-    PackageRefused,
-)
-from spacedrive.integrations.manager import IntegrationManager, IntegrationRequest, IntegrationResponse
-from spacedrive.integrations.packages import (
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_MEMBERS,
-    PackageLimits,
-    PackageManager,
-    pack,
-)
-from spacedrive.integrations.registry import Integration, Registry
-from spacedrive.integrations.supervisor import logs
-from spacedrive.ipc import ErrorCode, IntegrationError, ProgressHandler
+
+# Anything from spacedrive.integrations, spacedrive.daemon or spacedrive.ipc is imported by the
+# commands that use it: each package imports its heavy machinery (the integration manager, the
+# supervisor, the sandbox, jsonschema, the IPC stack, credentials with httpx), ~0.3 s.
+if TYPE_CHECKING:
+    from spacedrive.daemon.client import DaemonClient
+    from spacedrive.integrations.config import IntegrationSettings
+    from spacedrive.integrations.manager import IntegrationManager, IntegrationRequest, IntegrationResponse
+    from spacedrive.integrations.packages import PackageManager
+    from spacedrive.integrations.registry import Integration, Registry
+    from spacedrive.ipc import ProgressHandler
 
 __all__ = ["app"]
 
@@ -82,6 +59,13 @@ app = typer.Typer(
     help="Install, configure, package, inspect and try integrations (no daemon needed).", no_args_is_help=True
 )
 _T = TypeVar("_T")
+
+# The defaults of the options below, shown by --help: the values of spacedrive.integrations'
+# DEFAULT_MAX_MEMBERS, DEFAULT_MAX_BYTES and LOG_TAIL_LINES, which cannot be imported here
+# without the whole package (tests/cli/test_startup.py checks that they agree).
+DEFAULT_MAX_MEMBERS: Final = 10_000
+DEFAULT_MAX_BYTES: Final = 1024**3
+LOG_TAIL_LINES: Final = 100
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 IdArgument = Annotated[str, typer.Argument(help="The integration's id (see: spacedrive integration list).")]
@@ -116,6 +100,14 @@ MaxBytes = Annotated[
 @contextmanager
 def _reported() -> Iterator[None]:
     """Turn the integration errors into ``error:`` lines on stderr and an exit code."""
+    from spacedrive.integrations.errors import (
+        IntegrationNotFound,
+        IntegrationsError,
+        InvalidIntegrationConfig,
+        ManifestError,
+        PackageRefused,
+    )
+
     try:
         yield
     except (ManifestError, InvalidIntegrationConfig) as exc:
@@ -137,6 +129,9 @@ def _with_daemon(ctx: typer.Context, use: Callable[[DaemonClient], Awaitable[_T]
     ``DaemonUnreachable`` (a daemon holds the lock but does not answer) is not a fallback: it
     reaches ``main``, which prints it (exit 1). The daemon's own errors arrive as ``IntegrationError``.
     """
+    from spacedrive.daemon.client import run_with_daemon
+    from spacedrive.daemon.errors import DaemonNotRunning
+
     try:
         return True, run_with_daemon(data_dir_of(ctx), use, library=options(ctx).library, check_library=True)
     except DaemonNotRunning:
@@ -145,6 +140,8 @@ def _with_daemon(ctx: typer.Context, use: Callable[[DaemonClient], Awaitable[_T]
 
 def _notify_daemon(ctx: typer.Context, integration_id: str) -> None:
     """Tell a running daemon that ``integration_id`` changed (a note on stderr says what it did)."""
+    from spacedrive.daemon.errors import DaemonUnreachable
+    from spacedrive.ipc import IntegrationError
 
     async def reload(daemon: DaemonClient) -> dict[str, Any]:
         return await daemon.reload(integration_id)
@@ -161,6 +158,8 @@ def _notify_daemon(ctx: typer.Context, integration_id: str) -> None:
 def _packages(
     ctx: typer.Context, require_signature: bool, max_members: int, max_bytes: int
 ) -> PackageManager:
+    from spacedrive.integrations.packages import PackageLimits, PackageManager
+
     limits = PackageLimits(max_members=max_members, max_bytes=max_bytes)
     return PackageManager(data_dir_of(ctx), limits=limits, require_signature=require_signature)
 
@@ -215,6 +214,9 @@ def _other_row(integration_id: str, source: str, origin: str, state: str, proble
 @app.command("list")
 def list_command(ctx: typer.Context, json: JsonOption = False) -> None:
     """List every integration found (installed, entry points, bundled), valid or not."""
+    from spacedrive.integrations.config import all_settings
+    from spacedrive.integrations.registry import Registry
+
     with _reported():
         registry = Registry.discover(data_dir_of(ctx))
         with open_core(ctx) as core:
@@ -236,6 +238,10 @@ def list_command(ctx: typer.Context, json: JsonOption = False) -> None:
 @app.command("show")
 def show(ctx: typer.Context, integration_id: IdArgument, json: JsonOption = False) -> None:
     """Show one integration: its manifest, where it lives, its state and config in this library."""
+    from spacedrive.integrations.config import get_settings
+    from spacedrive.integrations.packages import PackageManager
+    from spacedrive.integrations.registry import Registry
+
     with _reported():
         integration = Registry.discover(data_dir_of(ctx)).get(integration_id)
         installed = PackageManager(data_dir_of(ctx)).get(integration_id)
@@ -322,6 +328,8 @@ def update(
 @app.command("rollback")
 def rollback(ctx: typer.Context, integration_id: IdArgument, json: JsonOption = False) -> None:
     """Go back to the version installed before the last update."""
+    from spacedrive.integrations.packages import PackageManager
+
     with _reported():
         current = PackageManager(data_dir_of(ctx)).rollback(integration_id)
     _notify_daemon(ctx, integration_id)
@@ -334,6 +342,8 @@ def rollback(ctx: typer.Context, integration_id: IdArgument, json: JsonOption = 
 @app.command("remove")
 def remove(ctx: typer.Context, integration_id: IdArgument, json: JsonOption = False) -> None:
     """Delete an installed integration (its configs stay in the libraries)."""
+    from spacedrive.integrations.packages import PackageManager
+
     with _reported():
         version = PackageManager(data_dir_of(ctx)).remove(integration_id)
     _notify_daemon(ctx, integration_id)
@@ -356,6 +366,9 @@ def enable_command(
     json: JsonOption = False,
 ) -> None:
     """Check the config against the integration's schema, store it in the library, and enable it."""
+    from spacedrive.integrations.config import enable, read_config_file
+    from spacedrive.integrations.registry import Registry
+
     with _reported():
         integration = Registry.discover(data_dir_of(ctx)).get(integration_id)
         document = read_config_file(config) if config is not None else None
@@ -372,6 +385,9 @@ def enable_command(
 @app.command("disable")
 def disable_command(ctx: typer.Context, integration_id: IdArgument, json: JsonOption = False) -> None:
     """Disable an integration in the library; its config is kept for the next enable."""
+    from spacedrive.integrations.config import disable, get_settings
+    from spacedrive.integrations.registry import Registry
+
     with _reported():
         registry = Registry.discover(data_dir_of(ctx))
         with open_core(ctx) as core:
@@ -402,6 +418,9 @@ def pack_command(
     json: JsonOption = False,
 ) -> None:
     """Build a reproducible package with a CHECKSUMS member (and a SIGNATURE with --sign)."""
+    from spacedrive.integrations._signing import load_private_key
+    from spacedrive.integrations.packages import pack
+
     with _reported():
         key = None
         if sign is not None:
@@ -431,6 +450,12 @@ def status_command(
     why) is shown, and the process fields are empty. --json prints a list of rows (their
     fields: docs/daemon.md).
     """
+    from spacedrive.integrations._health import status_row
+    from spacedrive.integrations._logfile import log_path
+    from spacedrive.integrations._sandboxing import SandboxHost, location_roots
+    from spacedrive.integrations.config import all_settings
+    from spacedrive.integrations.registry import Registry
+
     with _reported(), _daemon_errors():
         registry = Registry.discover(data_dir_of(ctx))
         integrations = [registry.get(integration_id)] if integration_id is not None else list(registry)
@@ -529,6 +554,8 @@ def _cell(value: Any) -> str:
 @contextmanager
 def _daemon_errors() -> Iterator[None]:
     """An error the daemon answered with: one line on stderr, exit 3 for ``NotFound``, else 1."""
+    from spacedrive.ipc import ErrorCode, IntegrationError
+
     try:
         yield
     except IntegrationError as exc:
@@ -544,6 +571,9 @@ def logs_command(
     ] = LOG_TAIL_LINES,
 ) -> None:
     """Print the end of an integration's log: its stderr, stdout, $/log messages and supervisor notes."""
+    from spacedrive.integrations.registry import Registry
+    from spacedrive.integrations.supervisor import logs
+
     with _reported():
         try:
             tail = logs(integration_id, lines, log_dir=data_dir_of(ctx) / "logs")
@@ -575,6 +605,11 @@ def call_command(
     (for authors). The integration must be enabled in the library. Prints the result's JSON (--json: the whole
     response: request_id, success, data, error). An error response exits 1, its error on stderr.
     """
+    import asyncio
+
+    from spacedrive.integrations.manager import IntegrationManager, IntegrationRequest
+    from spacedrive.integrations.registry import Registry
+
     try:
         decoded = orjson.loads(params)
     except orjson.JSONDecodeError as exc:
@@ -619,6 +654,8 @@ async def _call(
 @contextmanager
 def _progress_bar(method: str) -> Iterator[ProgressHandler]:
     """A progress bar on stderr (a terminal only) fed by the integration's ``$/progress`` reports."""
+    from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
     columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True, disable=not err_console.is_terminal) as bar:
         task: TaskID | None = None

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from spacedrive.cli._context import EXIT_JOB_FAILED, fail, open_core, out_console, print_json
-from spacedrive.cli._running import run_jobs
-from spacedrive.core.jobs import JobRecord, JobSystem, get_job, list_jobs, request_control
+
+if TYPE_CHECKING:
+    from spacedrive.core.jobs import JobRecord, JobSystem
 
 app = typer.Typer(help="Inspect and control long-running jobs.", no_args_is_help=True)
 
@@ -37,6 +38,8 @@ def list_command(
     json: JsonOption = False,
 ) -> None:
     """List jobs, newest first."""
+    from spacedrive.core.jobs import list_jobs
+
     with open_core(ctx) as core:
         records = list_jobs(core.library, status or ())
     if json:
@@ -51,6 +54,8 @@ def list_command(
 @app.command("show")
 def show(ctx: typer.Context, job_id: JobId, json: JsonOption = False) -> None:
     """Show one job: status, progress, checkpoint, output and error."""
+    from spacedrive.core.jobs import get_job
+
     with open_core(ctx) as core:
         record = get_job(core.library, job_id)
     if json:
@@ -73,6 +78,8 @@ def cancel(ctx: typer.Context, job_id: JobId, json: JsonOption = False) -> None:
 
 
 def _control(ctx: typer.Context, job_id: str, action: str, json: bool) -> None:
+    from spacedrive.core.jobs import request_control
+
     with open_core(ctx) as core:
         record = request_control(core.library, job_id, action)
     if json:
@@ -90,6 +97,9 @@ def resume(
     json: JsonOption = False,
 ) -> None:
     """Run a paused or interrupted job here, from its last checkpoint, until it finishes."""
+    from spacedrive.cli._running import run_jobs
+    from spacedrive.core.jobs import get_job
+
     with open_core(ctx) as core:
         wanted = get_job(core.library, job_id).id if job_id else None
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from spacedrive.cli._context import EXIT_JOB_FAILED, err_console, fail, open_core, out_console, print_json
-from spacedrive.cli._running import run_jobs
-from spacedrive.core.indexer import index_location
-from spacedrive.core.jobs import JobRecord
-from spacedrive.core.locations import INDEX_MODES, Location
-from spacedrive.core.node import Core
+from spacedrive.core.locations import INDEX_MODES
+
+if TYPE_CHECKING:
+    from spacedrive.core.jobs import JobRecord
+    from spacedrive.core.locations import Location
+    from spacedrive.core.node import Core
 
 app = typer.Typer(help="Add folders to the library, index them and keep them current.", no_args_is_help=True)
 
@@ -27,6 +27,9 @@ ProgressOption = Annotated[
 
 
 def _index(core: Core, location: Location, show_progress: bool | None) -> JobRecord:
+    from spacedrive.cli._running import run_jobs
+    from spacedrive.core.indexer import index_location
+
     records = run_jobs(core, lambda jobs: [index_location(jobs, location)], show_progress=show_progress)
     record = next(r for r in records if r.state.get("location_id") == location.id)
     if record.status != "completed":
@@ -144,6 +147,8 @@ def watch(
     location: Annotated[str, typer.Argument(help="Location id, uuid or path.")],
 ) -> None:
     """Keep a location current as files change, until Ctrl-C."""
+    import asyncio
+
     from spacedrive.core.watcher import watch_location
 
     with open_core(ctx) as core:
