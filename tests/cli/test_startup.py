@@ -94,3 +94,16 @@ def test_help_defaults_agree_with_the_integrations_package() -> None:
     assert cli_integrations.DEFAULT_MAX_MEMBERS == DEFAULT_MAX_MEMBERS
     assert cli_integrations.DEFAULT_MAX_BYTES == DEFAULT_MAX_BYTES
     assert cli_integrations.LOG_TAIL_LINES == LOG_TAIL_LINES
+
+
+def test_listing_integrations_imports_neither_their_manager_nor_the_ipc_stack(data_dir: Path) -> None:
+    """The registry and settings only: the packages ``spacedrive.integrations`` and
+    ``spacedrive.daemon`` load their names lazily."""
+    loaded = _loaded(_MAIN, "--data-dir", str(data_dir), "integration", "list")
+    heavy = (
+        "spacedrive.integrations.manager",
+        "spacedrive.daemon.service",
+        "spacedrive.ipc",
+        "spacedrive.sandbox",
+    )
+    assert _heavy(loaded, (*heavy, "httpx")) == []  # (asyncio comes with the core's event bus)

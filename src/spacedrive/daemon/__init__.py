@@ -13,18 +13,22 @@
 docs/daemon.md is the user's guide.
 """
 
-from spacedrive.daemon._control import CONTROL_METHODS
-from spacedrive.daemon._files import DaemonFiles
-from spacedrive.daemon.client import DaemonClient
-from spacedrive.daemon.errors import (
-    DaemonAlreadyRunning,
-    DaemonError,
-    DaemonNotRunning,
-    DaemonServesAnotherLibrary,
-    DaemonStartFailed,
-    DaemonUnreachable,
-)
-from spacedrive.daemon.service import CONTROL_PROTOCOL_VERSION, Daemon, DaemonOptions
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from spacedrive.daemon._control import CONTROL_METHODS
+    from spacedrive.daemon._files import DaemonFiles
+    from spacedrive.daemon.client import DaemonClient
+    from spacedrive.daemon.errors import (
+        DaemonAlreadyRunning,
+        DaemonError,
+        DaemonNotRunning,
+        DaemonServesAnotherLibrary,
+        DaemonStartFailed,
+        DaemonUnreachable,
+    )
+    from spacedrive.daemon.service import CONTROL_PROTOCOL_VERSION, Daemon, DaemonOptions
 
 __all__ = [
     "CONTROL_METHODS",
@@ -40,3 +44,33 @@ __all__ = [
     "DaemonStartFailed",
     "DaemonUnreachable",
 ]
+
+# The names are loaded on first use: importing one module of this package (the CLI's
+# ``daemon status`` needs the client) must not import them all (the service pulls in the
+# integration manager, the IPC stack and the sandbox: half a second).
+_HOMES = {
+    "_control": ("CONTROL_METHODS",),
+    "_files": ("DaemonFiles",),
+    "client": ("DaemonClient",),
+    "errors": (
+        "DaemonAlreadyRunning",
+        "DaemonError",
+        "DaemonNotRunning",
+        "DaemonServesAnotherLibrary",
+        "DaemonStartFailed",
+        "DaemonUnreachable",
+    ),
+    "service": ("CONTROL_PROTOCOL_VERSION", "Daemon", "DaemonOptions"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

@@ -16,68 +16,72 @@ Modules, one concern each:
   integrations (gated by their ``core_apis``), and health (``status``, ``metrics_text``).
 """
 
-from spacedrive.integrations._core_api import CORE_API_PERMISSIONS
-from spacedrive.integrations._health import metrics_text, status_row
-from spacedrive.integrations.config import (
-    IntegrationSettings,
-    all_settings,
-    config_problems,
-    disable,
-    effective_config,
-    enable,
-    forget,
-    get_settings,
-    mark_failed,
-    read_config_file,
-    validate_config,
-)
-from spacedrive.integrations.errors import (
-    IntegrationNotFound,
-    IntegrationsError,
-    InvalidIntegrationConfig,
-    ManifestError,
-    PackageError,
-    PackageRefused,
-    Problem,
-    SignatureError,
-)
-from spacedrive.integrations.manager import (
-    IntegrationManager,
-    IntegrationRequest,
-    IntegrationResponse,
-    integration_argv,
-)
-from spacedrive.integrations.manifest import (
-    CAPABILITY_TYPES,
-    CORE_APIS,
-    Capability,
-    ContentProcessor,
-    FileSystemAccess,
-    FileTypeHandler,
-    LocationProvider,
-    Manifest,
-    Permissions,
-    ProtocolRange,
-    SearchProvider,
-    ThumbnailGenerator,
-    load_manifest,
-    manifest_schema,
-    parse_manifest,
-)
-from spacedrive.integrations.packages import (
-    InstalledVersion,
-    InstallResult,
-    PackageLimits,
-    PackageManager,
-    pack,
-)
-from spacedrive.integrations.registry import (
-    ENTRY_POINT_GROUP,
-    DiscoveryProblem,
-    Integration,
-    Registry,
-)
-from spacedrive.integrations.supervisor import IntegrationFailed, Policy, State, Supervisor, logs
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from spacedrive.integrations._core_api import CORE_API_PERMISSIONS
+    from spacedrive.integrations._health import metrics_text, status_row
+    from spacedrive.integrations.config import (
+        IntegrationSettings,
+        all_settings,
+        config_problems,
+        disable,
+        effective_config,
+        enable,
+        forget,
+        get_settings,
+        mark_failed,
+        read_config_file,
+        validate_config,
+    )
+    from spacedrive.integrations.errors import (
+        IntegrationNotFound,
+        IntegrationsError,
+        InvalidIntegrationConfig,
+        ManifestError,
+        PackageError,
+        PackageRefused,
+        Problem,
+        SignatureError,
+    )
+    from spacedrive.integrations.manager import (
+        IntegrationManager,
+        IntegrationRequest,
+        IntegrationResponse,
+        integration_argv,
+    )
+    from spacedrive.integrations.manifest import (
+        CAPABILITY_TYPES,
+        CORE_APIS,
+        Capability,
+        ContentProcessor,
+        FileSystemAccess,
+        FileTypeHandler,
+        LocationProvider,
+        Manifest,
+        Permissions,
+        ProtocolRange,
+        SearchProvider,
+        ThumbnailGenerator,
+        load_manifest,
+        manifest_schema,
+        parse_manifest,
+    )
+    from spacedrive.integrations.packages import (
+        InstalledVersion,
+        InstallResult,
+        PackageLimits,
+        PackageManager,
+        pack,
+    )
+    from spacedrive.integrations.registry import (
+        ENTRY_POINT_GROUP,
+        DiscoveryProblem,
+        Integration,
+        Registry,
+    )
+    from spacedrive.integrations.supervisor import IntegrationFailed, Policy, State, Supervisor, logs
 
 __all__ = [
     "CAPABILITY_TYPES",
@@ -136,3 +140,67 @@ __all__ = [
     "status_row",
     "validate_config",
 ]
+
+# The names are loaded on first use: importing one module of this package (the CLI's
+# ``integration list`` needs the registry) must not import them all (the manager pulls in
+# asyncio, the IPC stack and the sandbox: half a second).
+_HOMES = {
+    "_core_api": ("CORE_API_PERMISSIONS",),
+    "_health": ("metrics_text", "status_row"),
+    "config": (
+        "IntegrationSettings",
+        "all_settings",
+        "config_problems",
+        "disable",
+        "effective_config",
+        "enable",
+        "forget",
+        "get_settings",
+        "mark_failed",
+        "read_config_file",
+        "validate_config",
+    ),
+    "errors": (
+        "IntegrationNotFound",
+        "IntegrationsError",
+        "InvalidIntegrationConfig",
+        "ManifestError",
+        "PackageError",
+        "PackageRefused",
+        "Problem",
+        "SignatureError",
+    ),
+    "manager": ("IntegrationManager", "IntegrationRequest", "IntegrationResponse", "integration_argv"),
+    "manifest": (
+        "CAPABILITY_TYPES",
+        "CORE_APIS",
+        "Capability",
+        "ContentProcessor",
+        "FileSystemAccess",
+        "FileTypeHandler",
+        "LocationProvider",
+        "Manifest",
+        "Permissions",
+        "ProtocolRange",
+        "SearchProvider",
+        "ThumbnailGenerator",
+        "load_manifest",
+        "manifest_schema",
+        "parse_manifest",
+    ),
+    "packages": ("InstalledVersion", "InstallResult", "PackageLimits", "PackageManager", "pack"),
+    "registry": ("ENTRY_POINT_GROUP", "DiscoveryProblem", "Integration", "Registry"),
+    "supervisor": ("IntegrationFailed", "Policy", "State", "Supervisor", "logs"),
+}
+_WHERE = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> object:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
