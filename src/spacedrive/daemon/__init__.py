@@ -15,6 +15,8 @@ docs/daemon.md is the user's guide.
 
 from __future__ import annotations
 
+from spacedrive._lazy import lazy_attributes
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from spacedrive.daemon._control import CONTROL_METHODS
@@ -62,15 +64,4 @@ _HOMES = {
     ),
     "service": ("CONTROL_PROTOCOL_VERSION", "Daemon", "DaemonOptions"),
 }
-_WHERE = {name: module for module, names in _HOMES.items() for name in names}
-
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOMES, globals())

@@ -18,6 +18,8 @@ Modules, one concern each:
 
 from __future__ import annotations
 
+from spacedrive._lazy import lazy_attributes
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from spacedrive.integrations._core_api import CORE_API_PERMISSIONS
@@ -192,15 +194,4 @@ _HOMES = {
     "registry": ("ENTRY_POINT_GROUP", "DiscoveryProblem", "Integration", "Registry"),
     "supervisor": ("IntegrationFailed", "Policy", "State", "Supervisor", "logs"),
 }
-_WHERE = {name: module for module, names in _HOMES.items() for name in names}
-
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOMES, globals())

@@ -17,6 +17,8 @@ cold start and must not pay for the core's side.
 
 from __future__ import annotations
 
+from spacedrive._lazy import lazy_attributes
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .cgroups import Cgroup, CgroupSupport, ResourceWatchdog, detect, remove_stale
@@ -93,15 +95,4 @@ _HOMES = {
     "proxy": ("Decision", "NetworkProxy", "ProxyCounters"),
     "session": ("SandboxSession", "launcher_command", "make_temp_dir"),
 }
-_WHERE = {name: module for module, names in _HOMES.items() for name in names}
-
-
-def __getattr__(name: str) -> object:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from importlib import import_module  # here: the launcher imports this package on every start
-
-    value = getattr(import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _HOMES, globals())
