@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -50,3 +51,8 @@ def percentile(values: list[float], q: float) -> float:
     return (
         statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] if len(values) > 1 else values[0]
     )
+
+
+def machine_setup() -> dict[str, Any]:
+    """What the numbers were measured on (the last JSON line's ``setup``)."""
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "load": os.getloadavg()[0]}

@@ -41,7 +41,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, percentile
+from _common import ROOT, machine_setup, percentile
 
 SCRIPT = Path(sys.executable).parent / "spacedrive"
 
@@ -155,11 +155,7 @@ def main() -> None:
         ratio = result["over_typer_import_p50"].get(name)
         suffix = f" ({ratio}x the baseline)" if ratio is not None else ""
         print(f"  {label}: p50 {times['p50']} ms, p99 {times['p99']} ms{suffix}")
-    result["setup"] = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load": os.getloadavg()[0],
-    }
+    result["setup"] = machine_setup()
     print(json.dumps(result))
 
 

@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, percentile
+from _common import ROOT, machine_setup, percentile
 from spacedrive.core.node import Core
 from spacedrive.integrations import IntegrationManager, IntegrationRequest, Policy, enable
 from spacedrive.integrations.manifest import load_manifest
@@ -248,11 +248,7 @@ def main() -> None:
         f"routing: handle_request p50 {route['manager_us']['p50']} us, Connection.request p50"
         f" {route['direct_us']['p50']} us: the manager adds {route['overhead_p50_us']} us"
     )
-    result["setup"] = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "load": os.getloadavg()[0],
-    }
+    result["setup"] = machine_setup()
     print(json.dumps(result))
 
 
