@@ -154,6 +154,19 @@ async def test_a_request_past_its_maximum_execution_time_is_a_crash_and_it_resta
     assert "the sandbox killed it: execution time" in row["last_error"]
 
 
+async def test_an_integration_answering_process_crashed_itself_is_not_taken_for_dead(
+    core: Core, prober: Path
+) -> None:
+    async with asyncio.timeout(WAIT), manager(core) as m:
+        answered = await probe(m, "fail", code=ErrorCode.PROCESS_CRASHED, message="the remote end crashed")
+        [before] = m.status(PROBER)
+        again = data(await probe(m, "sleep", seconds=0))
+        [after] = m.status(PROBER)
+    code, message, _ = error(answered)
+    assert (code, message) == (ErrorCode.PROCESS_CRASHED, "the remote end crashed")
+    assert again == {"slept": 0} and after["pid"] == before["pid"] and after["restarts"] == 0
+
+
 async def test_a_declared_host_is_reached_through_the_proxy_only(
     core: Core, data_dir: Path, tmp_path: Path, web: str
 ) -> None:

@@ -583,8 +583,11 @@ class Supervisor:
             raise await self._closed_error(run, method, exc) from exc
         except RequestTimeout:
             raise
-        except ProcessCrashed:  # the sandbox killed it (execution time): route nothing more to it
-            run.routable = False
+        except ProcessCrashed:
+            if run.box is not None and run.box.killed_reason:  # the sandbox killed it: route no more
+                run.routable = False
+            else:  # the integration's own -32002 answer: an answer, it is alive
+                run.last_heard = loop.time()
             raise
         except IntegrationError:
             run.last_heard = loop.time()  # an error answer is an answer

@@ -22,6 +22,7 @@ under two manifests: one granting every core API, one granting none.
   the proxy of ``HTTP_PROXY``, if set): ``{"status", "body"}`` or ``{"error"}``;
 * ``"sleep"``: ``options`` ``{"seconds"}``: answers ``{"slept": seconds}`` after them;
 * ``"environ"``: answers its environment;
+* ``"fail"``: ``options`` ``{"code", "message"}``: answers that error (any code, even -32002);
 * anything else: ``InvalidParams``.
 """
 
@@ -33,14 +34,25 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from spacedrive.sdk import ContentProcessor, Context, Integration, InvalidParams, Session
+from spacedrive.sdk import ContentProcessor, Context, Integration, IntegrationError, InvalidParams, Session
 
 app = Integration(
     os.environ.get("SPACEDRIVE_INTEGRATION_ID", "core-client"), name="Core client", version="1.0.0"
 )
 app.capability(
     ContentProcessor(
-        input_types=["call", "read", "write", "events", "open", "connect", "fetch", "sleep", "environ"],
+        input_types=[
+            "call",
+            "read",
+            "write",
+            "events",
+            "open",
+            "connect",
+            "fetch",
+            "sleep",
+            "environ",
+            "fail",
+        ],
         output_formats=["json"],
     )
 )
@@ -90,6 +102,8 @@ async def process(
         return await asyncio.to_thread(PROBES[input_type], options)
     if input_type == "environ":
         return dict(os.environ)
+    if input_type == "fail":
+        raise IntegrationError(options["message"], code=int(options["code"]))
     if input_type == "sleep":
         await asyncio.sleep(float(options["seconds"]))
         return {"slept": options["seconds"]}
