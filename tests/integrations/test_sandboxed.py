@@ -24,6 +24,8 @@ import pytest
 
 from spacedrive.core.node import Core
 from spacedrive.integrations import IntegrationManager, IntegrationRequest
+from spacedrive.integrations._sandboxing import SandboxHost
+from spacedrive.integrations.registry import Registry
 from spacedrive.ipc import ErrorCode
 from tests.integrations._apps import REPO, client_package, install_and_enable
 from tests.integrations.test_manager import WAIT, data, error, files_call, manager, request
@@ -262,3 +264,15 @@ async def test_a_node_integration_runs_in_its_sandbox_too(
     assert inside["metadata"]["words"] == 4
     assert code == ErrorCode.NOT_FOUND and "exists, but outside what integration 'js-hello'" in message
     assert row["sandbox"]["mode"] == "enforced" and row["sandbox"]["enforcement"]["confirmed"] is True
+
+
+def test_only_the_file_methods_paths_are_taken_for_local_files(
+    core: Core, prober: Path, outside: Path, data_dir: Path
+) -> None:
+    integration = Registry.discover(data_dir).get(PROBER)
+    params = {"path": str(outside / "secret.txt")}
+    host = SandboxHost(enabled=True)
+    assert host.outside_hint(integration, "content.process", params) is not None
+    assert host.outside_hint(integration, "storage.stat", params) is None  # the remote's path
+    assert host.outside_hint(integration, "content.process", {"path": str(outside / "nope")}) is None
+    assert SandboxHost(enabled=False).outside_hint(integration, "content.process", params) is None

@@ -86,6 +86,8 @@ FILE_CAPABILITIES: Final = frozenset({"FileTypeHandler", "ContentProcessor"})
 """Capabilities called with paths of the library's files: they may read the locations' roots."""
 PASSED_ENVIRONMENT: Final = ("PATH", "LANG", "LANGUAGE", "TZ", "TERM", "NO_COLOR")
 """The variables of the core's environment a sandboxed integration gets (and every ``LC_*``)."""
+FILE_METHODS: Final = ("filetype.", "thumbnail.", "content.")
+"""The methods whose ``path`` param names a local file (docs/protocol.md §6.1)."""
 EXPLAIN_TIMEOUT: Final = 0.5
 """Seconds to read the launcher's refusal when the process exited before its handshake."""
 logger = logging.getLogger(__name__)
@@ -286,14 +288,17 @@ class SandboxHost:
 
         return sandboxed
 
-    def outside_hint(self, integration: Integration, params: Any) -> str | None:
+    def outside_hint(self, integration: Integration, method: str, params: Any) -> str | None:
         """Why a ``path`` the integration answered as missing is missing to it, if that is the sandbox.
 
-        A file that exists here but outside everything the integration may read (its folder,
-        its manifest's paths, the locations for a file handler) is not in its view: the user
-        gets told how to grant it instead of a bare "no file".
+        For the file methods (``filetype.*``, ``thumbnail.*``, ``content.*``: their ``path`` is
+        a local file; a ``storage.*`` path is the remote's): a file that exists here but outside
+        everything the integration may read (its folder, its manifest's paths, the locations
+        for a file handler) is not in its view, and the user gets told how to grant it instead
+        of a bare "no file".
         """
-        path = params.get("path") if isinstance(params, dict) and self.enabled else None
+        local = self.enabled and method.startswith(FILE_METHODS) and isinstance(params, dict)
+        path = params.get("path") if local else None
         if not isinstance(path, str) or not os.path.isabs(path) or not os.path.exists(path):
             return None
         policy = self.policy(integration, tempfile.gettempdir())

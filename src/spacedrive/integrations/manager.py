@@ -503,7 +503,7 @@ class IntegrationManager:
                 return await call_with_credential(self.credentials, request.integration_id, params, send)
             return await send(params)
         except NotFound as exc:
-            hint = await asyncio.to_thread(self.sandbox.outside_hint, integration, params)
+            hint = await asyncio.to_thread(self.sandbox.outside_hint, integration, method, params)
             if hint is None:
                 raise
             raise NotFound(f"{exc.message} ({hint})", data=exc.data) from None
