@@ -78,7 +78,7 @@ class Housekeeping:
                 while not halt.is_set():
                     self._claim_jobs()
                     self._reconcile_watchers(tg)
-                    await self._sync_locations()
+                    self._sync_locations()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(self.poll_interval):
                             await halt.wait()
@@ -95,11 +95,11 @@ class Housekeeping:
         if claimed:
             logger.info("running %d job(s) nobody ran: %s", len(claimed), ", ".join(claimed))
 
-    async def _sync_locations(self) -> None:
+    def _sync_locations(self) -> None:
         if self.manager is None:
             return
         try:
-            await self.manager.sync_locations()
+            self.manager.sync_locations()
         except Exception:  # a locked database, a manager closing: try again at the next poll
             logger.exception("applying the library's locations to the integrations failed")
 

@@ -265,6 +265,7 @@ class IntegrationManager:
         self._zygote = Zygote(fallback=True) if _use_zygote(zygote) else None
         self._handshake_timeout = handshake_timeout
         self._hosted: dict[str, _Hosted] = {}
+        self._reloading: set[str] = set()  # restarted for new locations (sync_locations), not done yet
         self._lock = asyncio.Lock()
         self._tg: asyncio.TaskGroup | None = None
         self._closed = False
@@ -385,29 +386,41 @@ class IntegrationManager:
             return "restarted" if was_hosted else "started"
         return "stopped" if was_hosted else "unchanged"
 
-    async def sync_locations(self) -> list[str]:
+    def sync_locations(self) -> list[str]:
         """Restart the running file handlers whose sandbox has other location roots than the library now.
 
         A sandboxed FileTypeHandler or ContentProcessor reads the roots of the locations it
         got at its start (Landlock rules cannot be added to a running process), so a location
         added or removed since is applied by a graceful restart (``reload_integration``: the
-        next request starts it again, an ``onStartup`` one at once). The daemon calls this at
-        each housekeeping poll. Returns the ids restarted.
+        next request starts it again, an ``onStartup`` one at once), in the background: the
+        caller (the daemon's housekeeping, at each poll) does not wait for requests in flight
+        to drain. Returns the ids whose restart began.
         """
         self._check_open()
         if not self.sandbox.enabled:
             return []
         roots = sorted(location_roots(self.core))
-        restarted = []
+        restarting = []
         for integration_id, hosted in list(self._hosted.items()):
             running = hosted.supervisor.sandboxes
-            if not self.sandbox.library_read_paths(hosted.integration) or not running:
-                continue  # not a file handler, or not running: its next start reads the roots
+            if integration_id in self._reloading or not running:
+                continue  # being restarted, or not running: its next start reads the roots
+            if not self.sandbox.library_read_paths(hosted.integration):
+                continue  # not a file handler
             if any(sorted(box.library_read_paths) != roots for box in running):
                 logger.info("the library's locations changed: restarting integration %r", integration_id)
-                await self.reload_integration(integration_id)
-                restarted.append(integration_id)
-        return restarted
+                self._reloading.add(integration_id)
+                self._spawn(self._reload_in_background(integration_id))
+                restarting.append(integration_id)
+        return restarting
+
+    async def _reload_in_background(self, integration_id: str) -> None:
+        try:
+            await self.reload_integration(integration_id)
+        except Exception:  # logged; the next poll tries again
+            logger.exception("restarting integration %r for the new locations failed", integration_id)
+        finally:
+            self._reloading.discard(integration_id)
 
     async def handle_request(
         self, request: IntegrationRequest, *, on_progress: ProgressHandler | None = None
