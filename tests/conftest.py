@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,32 @@ from pathlib import Path
 import pytest
 
 from spacedrive.core.library import Library, LibraryManager
+
+CLI_WAIT_S = 60.0
+"""Seconds one ``spacedrive`` command run by :func:`run_cli` may take."""
+CLI_CODE = "from spacedrive.cli.app import main; main()"
+"""``python -c CLI_CODE ARGS`` runs the ``spacedrive`` command line."""
+
+
+def run_cli(
+    data_dir: Path, *args: str, stdin: str = "", cwd: Path | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``spacedrive --data-dir DATA_DIR ARGS`` in a fresh interpreter, as a user runs it.
+
+    With ``check``, a non-zero exit fails the test with the command and its stderr.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_CODE, "--data-dir", str(data_dir), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=CLI_WAIT_S,
+        cwd=cwd,
+        env=dict(os.environ),
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"spacedrive {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
 
 
 @pytest.fixture(autouse=True)

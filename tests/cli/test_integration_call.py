@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,26 +12,14 @@ import pytest
 from spacedrive.core.node import Core
 from spacedrive.integrations import mark_failed
 from spacedrive.sandbox import probe_platform
-from tests.conftest import make_tree
+from tests.conftest import make_tree, run_cli
 from tests.integrations._apps import DENIED, GRANTED, HELLO, client_package
 
 pytestmark = pytest.mark.e2e
 
-WAIT_S = 60.0
-_MAIN = "from spacedrive.cli.app import main; main()"
-
 
 def sd(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", _MAIN, "--data-dir", str(data_dir), "integration", *args],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        env=dict(os.environ),
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"integration {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
+    return run_cli(data_dir, "integration", *args, check=check)
 
 
 def sd_json(data_dir: Path, *args: str) -> Any:

@@ -9,40 +9,21 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.integrations._factories import Entry, manifest_dict, package_dir, package_entries, write_tar
 
 pytestmark = pytest.mark.e2e
-
-WAIT_S = 60.0
-_SHIM = (
-    "from spacedrive.cli import integrations\n"
-    "from spacedrive.cli.app import app, main\n"
-    "if not any(g.name == 'integration' for g in app.registered_groups):\n"
-    "    app.add_typer(integrations.app, name='integration')\n"
-    "main()\n"
-)
 
 
 def sd(
     data_dir: Path, *args: str, check: bool = True, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", _SHIM, "--data-dir", str(data_dir), "integration", *args],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        cwd=cwd,
-        env=dict(os.environ),
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"integration {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
+    return run_cli(data_dir, "integration", *args, cwd=cwd, check=check)
 
 
 def sd_json(data_dir: Path, *args: str) -> Any:

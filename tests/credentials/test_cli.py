@@ -24,6 +24,7 @@ import pytest
 
 from spacedrive.core.node import Core
 from spacedrive.credentials import ApiKey, Basic, CredentialManager, Custom, OAuth2
+from tests.conftest import CLI_CODE, run_cli
 from tests.credentials._helpers import a_secret, files_holding, install_cloud
 from tests.credentials._oauth_server import CLIENT_ID, OAuthServer
 from tests.credentials.test_oauth2 import visit
@@ -31,21 +32,10 @@ from tests.credentials.test_oauth2 import visit
 pytestmark = pytest.mark.e2e
 
 WAIT_S = 60.0
-_MAIN = "from spacedrive.cli.app import main; main()"
 
 
 def sd(data_dir: Path, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", _MAIN, "--data-dir", str(data_dir), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        env=dict(os.environ),
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
+    return run_cli(data_dir, *args, stdin=stdin, check=check)
 
 
 def sd_json(data_dir: Path, *args: str, stdin: str = "") -> Any:
@@ -56,7 +46,7 @@ async def sd_async(data_dir: Path, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        _MAIN,
+        CLI_CODE,
         "--data-dir",
         str(data_dir),
         *args,
@@ -296,7 +286,7 @@ def run_in_terminal(data_dir: Path, args: list[str], answers: dict[str, str]) ->
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     process = subprocess.Popen(
-        [sys.executable, "-c", _MAIN, "--data-dir", str(data_dir), *args],
+        [sys.executable, "-c", CLI_CODE, "--data-dir", str(data_dir), *args],
         stdin=slave,
         stdout=slave,
         stderr=slave,

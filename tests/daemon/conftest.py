@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -17,29 +16,19 @@ import psutil
 import pytest
 
 from spacedrive.daemon._process import wait_for_exit
-from tests.conftest import make_tree
+from tests.conftest import make_tree, run_cli
 from tests.integrations._apps import HELLO
 
 WAIT_S = 60.0
 """Seconds a CLI command, a daemon start or stop, or a process's end may take."""
 APPS = Path(__file__).resolve().parent / "apps"
-_MAIN = "from spacedrive.cli.app import main; main()"
 
 StartDaemon = Callable[..., dict[str, Any]]
 
 
 def sd(data_dir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run ``spacedrive --data-dir DATA_DIR ARGS`` in a fresh interpreter."""
-    result = subprocess.run(
-        [sys.executable, "-c", _MAIN, "--data-dir", str(data_dir), *args],
-        capture_output=True,
-        text=True,
-        timeout=WAIT_S,
-        env=dict(os.environ),
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(f"spacedrive {' '.join(args)} exited {result.returncode}: {result.stderr}")
-    return result
+    return run_cli(data_dir, *args, check=check)
 
 
 def sd_json(data_dir: Path, *args: str) -> Any:
