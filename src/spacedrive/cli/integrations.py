@@ -443,7 +443,7 @@ def status_command(
     ] = None,
     json: JsonOption = False,
 ) -> None:
-    """Show each integration's state and health; says what is not enforced yet.
+    """Show each integration's state and health, and how each permission is enforced.
 
     With a daemon running, its live state: pid, uptime, restarts, requests, latency, CPU and
     memory. Without one no integration runs: the stored state (enabled, disabled, failed and

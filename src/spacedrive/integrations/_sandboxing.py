@@ -76,8 +76,8 @@ __all__ = [
     "SandboxFactory",
     "SandboxHost",
     "location_roots",
-    "sandbox_disabled_by_env",
     "sandbox_environment",
+    "switched_off",
 ]
 
 NO_SANDBOX_ENV: Final = "SPACEDRIVE_NO_SANDBOX"
@@ -93,8 +93,9 @@ EXPLAIN_TIMEOUT: Final = 0.5
 logger = logging.getLogger(__name__)
 
 
-def sandbox_disabled_by_env() -> bool:
-    return os.environ.get(NO_SANDBOX_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+def switched_off(variable: str) -> bool:
+    """Whether the operator set ``variable`` (``SPACEDRIVE_NO_SANDBOX``, ``SPACEDRIVE_NO_ZYGOTE``) to yes."""
+    return os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 class ProcessSandbox:
@@ -179,7 +180,7 @@ class SandboxHost:
         temp_base: str | os.PathLike[str] | None = None,
         library_roots: Callable[[], Sequence[str]] | None = None,
     ) -> None:
-        self.enabled = not sandbox_disabled_by_env() if enabled is None else enabled
+        self.enabled = not switched_off(NO_SANDBOX_ENV) if enabled is None else enabled
         self.temp_base = temp_base
         self.library_roots = library_roots
         self.platform: PlatformSupport | None = None
@@ -221,14 +222,22 @@ class SandboxHost:
             return f"the sandbox is switched off ({NO_SANDBOX_ENV}=1 or sandbox=False)"
         return None
 
+    def reads_library(self, integration: Integration) -> bool:
+        """Whether ``integration``'s capabilities let it read the locations' roots (module docstring)."""
+        return self.library_roots is not None and bool(
+            FILE_CAPABILITIES & set(integration.manifest.capability_types)
+        )
+
     def library_read_paths(self, integration: Integration) -> list[str]:
-        """The locations' roots ``integration`` may read for its capabilities (see the module docstring)."""
-        if self.library_roots is None or not FILE_CAPABILITIES & set(integration.manifest.capability_types):
+        """The locations' roots ``integration`` may read now (a query of the library)."""
+        if self.library_roots is None or not self.reads_library(integration):
             return []
         return list(self.library_roots())
 
-    def policy(self, integration: Integration, temp_dir: str | os.PathLike[str]) -> SandboxPolicy:
-        """The manifest's permissions, plus the library's roots for its capabilities."""
+    def policy(
+        self, integration: Integration, temp_dir: str | os.PathLike[str], library: Sequence[str]
+    ) -> SandboxPolicy:
+        """The manifest's permissions, plus ``library``: the roots it may read (``library_read_paths``)."""
         try:
             policy = SandboxPolicy.from_permissions(
                 integration.manifest.permissions,
@@ -241,7 +250,7 @@ class SandboxHost:
                 f"integration {integration.id!r}: its permissions cannot be enforced: {exc}",
                 data={"integration_id": integration.id, "reason": "sandbox"},
             ) from None
-        extra = [p for p in self.library_read_paths(integration) if p not in policy.read_paths]
+        extra = [p for p in library if p not in policy.read_paths]
         return dataclasses.replace(policy, read_paths=(*policy.read_paths, *extra))
 
     def plan(
@@ -255,7 +264,7 @@ class SandboxHost:
                 )
             platform = self.platform or probe_platform()
             if policy is None:
-                policy = self.policy(integration, tempfile.gettempdir())
+                policy = self.policy(integration, tempfile.gettempdir(), self.library_read_paths(integration))
             return plan_enforcement(policy, platform, argv)
         except ProtectionUnavailable as exc:
             raise _refused(integration.id, exc) from None
@@ -273,12 +282,13 @@ class SandboxHost:
         async def sandboxed(argv: Sequence[str]) -> AsyncIterator[ProcessSandbox]:
             temp = self.make_temp_dir(integration.id)
             try:
-                policy = self.policy(integration, temp)
+                library = self.library_read_paths(integration)
+                policy = self.policy(integration, temp, library)
                 _make_write_paths(policy)
                 plan = self.plan(integration, policy, argv)
                 try:
                     async with SandboxSession(policy, plan) as session:
-                        yield ProcessSandbox(session, self.library_read_paths(integration))
+                        yield ProcessSandbox(session, library)
                 except CgroupError as exc:
                     raise ProcessCrashed(
                         f"integration {integration.id!r}: {exc}", data={"reason": "sandbox"}
@@ -301,7 +311,7 @@ class SandboxHost:
         path = params.get("path") if local else None
         if not isinstance(path, str) or not os.path.isabs(path) or not os.path.exists(path):
             return None
-        policy = self.policy(integration, tempfile.gettempdir())
+        policy = self.policy(integration, tempfile.gettempdir(), self.library_read_paths(integration))
         granted = (policy.integration_dir, *policy.read_paths, *policy.write_paths)
         if any(_is_within(path, root) for root in granted):
             return None
@@ -313,8 +323,14 @@ class SandboxHost:
 
     def describe(self, integration: Integration) -> dict[str, Any]:
         """The planned enforcement of an integration that does not run (``integration status``)."""
+        library = self.library_read_paths(integration)
         try:
-            plan = self.plan(integration)
+            policy = (
+                None
+                if self.off_reason is not None
+                else self.policy(integration, tempfile.gettempdir(), library)
+            )
+            plan = self.plan(integration, policy)
         except ConfigurationError as exc:
             return {"mode": "refused", "reason": exc.message, "permissions": {}}
         mode = "off" if self.off_reason is not None else "planned"
@@ -322,7 +338,7 @@ class SandboxHost:
             "mode": mode,
             "enforcement": plan.to_json(),
             "permissions": plan.by_permission(),
-            "library_read_paths": self.library_read_paths(integration),
+            "library_read_paths": library,
         }
 
 

@@ -82,7 +82,12 @@ from spacedrive.integrations._health import (
     settings_state,
     status_row,
 )
-from spacedrive.integrations._sandboxing import SandboxHost, location_roots, sandbox_environment
+from spacedrive.integrations._sandboxing import (
+    SandboxHost,
+    location_roots,
+    sandbox_environment,
+    switched_off,
+)
 from spacedrive.integrations.config import (
     IntegrationSettings,
     effective_config,
@@ -399,14 +404,18 @@ class IntegrationManager:
         self._check_open()
         if not self.sandbox.enabled:
             return []
+        handlers = {  # running file handlers not being restarted (the others read the roots at start)
+            integration_id: running
+            for integration_id, hosted in self._hosted.items()
+            if integration_id not in self._reloading
+            and self.sandbox.reads_library(hosted.integration)
+            and (running := hosted.supervisor.sandboxes)
+        }
+        if not handlers:
+            return []  # nothing to compare: no query of the library at this poll
         roots = sorted(location_roots(self.core))
         restarting = []
-        for integration_id, hosted in list(self._hosted.items()):
-            running = hosted.supervisor.sandboxes
-            if integration_id in self._reloading or not running:
-                continue  # being restarted, or not running: its next start reads the roots
-            if not self.sandbox.library_read_paths(hosted.integration):
-                continue  # not a file handler
+        for integration_id, running in handlers.items():
             if any(sorted(box.library_read_paths) != roots for box in running):
                 logger.info("the library's locations changed: restarting integration %r", integration_id)
                 self._reloading.add(integration_id)
@@ -663,8 +672,7 @@ async def _run_supervisor(supervisor: Supervisor, entered: asyncio.Future[None],
 def _use_zygote(asked: bool | None) -> bool:
     if asked is not None:
         return asked
-    off = os.environ.get(NO_ZYGOTE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-    return sys.platform.startswith("linux") and not off
+    return sys.platform.startswith("linux") and not switched_off(NO_ZYGOTE_ENV)
 
 
 def _check_enabled(integration: Integration, settings: IntegrationSettings | None, library: str) -> None:

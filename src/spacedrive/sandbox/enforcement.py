@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from .cgroups import CgroupSupport, detect
 from .errors import LaunchRefused, ProtectionUnavailable
-from .launch import LAUNCH_CODE
+from .launch import ENFORCED, LAUNCH_CODE, NOT_ENFORCED, PARTIAL
 from .launch import PROTECTIONS as LAUNCHER_PROTECTIONS
 from .policy import PERMISSION_PROTECTIONS, PROTECTIONS, SandboxPolicy
 
@@ -50,9 +50,6 @@ __all__ = [
     "unenforced_plan",
 ]
 
-ENFORCED: Final = "enforced"
-PARTIAL: Final = "partial"
-NOT_ENFORCED: Final = "not enforced"
 PROBE_TIMEOUT: Final = 10.0
 """Seconds the launcher's ``--probe`` may take."""
 _AS_HEADROOM: Final = 256 * 1024 * 1024
