@@ -13,7 +13,8 @@ import pytest
 
 from spacedrive.daemon import DaemonFiles
 from spacedrive.daemon._process import wait_for_exit
-from tests.daemon.conftest import _MAIN, WAIT_S, StartDaemon, alive, sd, sd_json
+from tests.conftest import CLI_CODE
+from tests.daemon.conftest import WAIT_S, StartDaemon, alive, sd, sd_json
 
 pytestmark = pytest.mark.e2e
 
@@ -87,7 +88,7 @@ def test_a_foreground_daemon_stops_gracefully_on_sigterm_and_sigint_with_status_
     data_dir: Path, target: str, signum: signal.Signals
 ) -> None:
     files = DaemonFiles(data_dir)
-    argv = [sys.executable, "-c", _MAIN, "--data-dir", str(data_dir), "daemon", "start"]
+    argv = [sys.executable, "-c", CLI_CODE, "--data-dir", str(data_dir), "daemon", "start"]
     with subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as guard:
         try:
             assert guard.stderr is not None
